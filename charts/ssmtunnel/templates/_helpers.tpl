@@ -1,0 +1,65 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "ssmtunnel.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects. */}}
+{{- define "ssmtunnel.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ssmtunnel.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the operator's objects. The component is "operator", never "tunnel": the operator's own
+children carry app.kubernetes.io/component=tunnel and managed-by=ssmtunnel-operator.
+*/}}
+{{- define "ssmtunnel.labels" -}}
+helm.sh/chart: {{ include "ssmtunnel.chart" . }}
+{{ include "ssmtunnel.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "ssmtunnel.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ssmtunnel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "ssmtunnel.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ssmtunnel.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Operator image reference. */}}
+{{- define "ssmtunnel.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+
+{{/* Tunnel image reference: the operator's image unless tunnel.image.repository is set. */}}
+{{- define "ssmtunnel.tunnelImage" -}}
+{{- if .Values.tunnel.image.repository }}
+{{- printf "%s:%s" .Values.tunnel.image.repository (.Values.tunnel.image.tag | default .Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- else }}
+{{- include "ssmtunnel.image" . }}
+{{- end }}
+{{- end }}
+
+{{- define "ssmtunnel.tunnelPullPolicy" -}}
+{{- .Values.tunnel.image.pullPolicy | default .Values.image.pullPolicy }}
+{{- end }}
