@@ -1,0 +1,164 @@
+# ssmtunnel — Kubernetes operator for AWS Session Manager port forwarding.
+# `make help` lists the targets.
+
+# Version stamped into binaries and the image tag.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Image built locally as an OCI tarball and imported into containerd; never pulled.
+IMG ?= localhost/ssmtunnel:$(VERSION)
+# Kubernetes release matching the k8s.io modules in go.mod (v0.37.2 -> v1.37.2).
+KUBE_VERSION ?= $(shell go list -m -f '{{.Version}}' k8s.io/api | sed 's/^v0\./v1./')
+
+LOCALBIN ?= $(CURDIR)/bin
+# Kubernetes binaries built from source by hack/build-kube.sh, one folder per version.
+KUBE_BIN ?= $(LOCALBIN)/k8s/$(KUBE_VERSION)
+
+GO ?= go
+GOTEST ?= $(GO) test -race -count=1
+# How long each native fuzz target runs in `make test-fuzz`.
+FUZZTIME ?= 30s
+
+# Tool versions, built from the Go module proxy into bin/.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+HELM_VERSION ?= v3.22.0
+KUSTOMIZE_VERSION ?= v5.8.3
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and RBAC in config/ and copy the CRDs into the chart.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/ssmtunnel/crds
+	cp config/crd/bases/*.yaml charts/ssmtunnel/crds/
+
+.PHONY: generate
+generate: controller-gen ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: verify-gen
+verify-gen: manifests generate ## Fail when generated files are stale.
+	@git diff --exit-code -- api config charts/ssmtunnel/crds || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	$(GO) fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+##@ Test
+
+.PHONY: test
+test: test-unit test-fuzz test-integration test-chart test-e2e ## Run every test: unit, fuzz, envtest, chart checks, end-to-end.
+
+.PHONY: test-unit
+test-unit: ## Unit and in-process tests (real loopback sockets, no external processes), race detector on.
+	$(GOTEST) ./...
+
+.PHONY: test-fuzz
+test-fuzz: ## Run each native fuzz target for FUZZTIME.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+.PHONY: test-integration
+test-integration: kube-bins ## envtest suite against kube-apiserver and etcd built from source.
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GOTEST) -tags integration ./controllers/... ./test/integration/...
+
+.PHONY: test-chart
+test-chart: helm kustomize manifests ## helm lint, helm template and kustomize build.
+	hack/test-chart.sh "$(HELM)" "$(KUSTOMIZE)"
+
+.PHONY: test-e2e
+test-e2e: cluster-up image ## End-to-end suite on the local single-node cluster.
+	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) HELM=$(HELM) KUBE_BIN=$(KUBE_BIN) $(GOTEST) -tags e2e -timeout 20m -v ./test/e2e/...
+
+.PHONY: bench
+bench: ## Benchmarks against direct TCP; writes bench/results/<date>-<commit>.{json,md}.
+	$(GO) run ./test/bench $(BENCH_ARGS)
+
+##@ Build
+
+LDFLAGS ?= -s -w -X github.com/ssmtunnel/ssmtunnel/tunnel.Version=$(VERSION)
+
+.PHONY: build
+build: ## Build manager, ssmtunnel and ssm-emulator into bin/.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/ ./cmd/...
+
+.PHONY: image
+image: ## Build the OCI image tarball bin/image.tar (tag $(IMG)).
+	hack/build-image.sh "$(IMG)" "$(LDFLAGS)"
+
+##@ Local cluster
+
+.PHONY: cluster-up
+cluster-up: kube-bins ## Start the local single-node cluster (idempotent).
+	KUBE_BIN=$(KUBE_BIN) hack/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and restore the host.
+	hack/cluster-down.sh
+
+.PHONY: demo
+demo: cluster-up image helm ## Run the product: cluster, emulator, chart, a PortForward, and a request through it.
+	KUBE_BIN=$(KUBE_BIN) IMG=$(IMG) HELM=$(HELM) hack/demo.sh
+
+##@ Tools
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+.PHONY: kube-bins
+kube-bins: ## Build kube-apiserver, etcd and the node components from source into bin/k8s/<version>.
+	hack/build-kube.sh "$(KUBE_VERSION)" "$(KUBE_BIN)"
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN): | $(LOCALBIN)
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION),controller-gen)
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT): | $(LOCALBIN)
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION),golangci-lint)
+
+.PHONY: helm
+helm: $(HELM)
+$(HELM): | $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION),helm)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION),kustomize)
+
+# go-install-tool builds package $(2) at version $(3) from the Go module proxy; the binary $(4) lands at $(1).
+define go-install-tool
+@[ -f "$(1)" ] || { \
+set -e; \
+echo "Building $(2)@$(3)"; \
+rm -f "$(1)"; \
+GOBIN="$(LOCALBIN)" GOFLAGS= $(GO) install "$(2)@$(3)"; \
+mv "$(LOCALBIN)/$(4)" "$(1)"; \
+}
+endef
