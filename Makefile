@@ -111,8 +111,12 @@ image: ## Build the OCI image tarball bin/image.tar (tag $(IMG)).
 
 ##@ Local cluster
 
+.PHONY: deps
+deps: ## Install the Debian packages the local cluster needs (containerd, runc, CNI plugins, iptables, ...).
+	hack/install-deps.sh
+
 .PHONY: cluster-up
-cluster-up: kube-bins ## Start the local single-node cluster (idempotent).
+cluster-up: deps kube-bins ## Start the local single-node cluster (idempotent).
 	KUBE_BIN=$(KUBE_BIN) hack/cluster-up.sh
 
 .PHONY: cluster-down
