@@ -1,0 +1,48 @@
+package datachannel
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers test them with errors.Is.
+var (
+	// ErrClosed is returned by operations on a Channel that was closed with Close.
+	ErrClosed = errors.New("datachannel: channel closed")
+	// ErrNoTransport is reported by TransportFailed-style paths when a transport is used after detach.
+	ErrNoTransport = errors.New("datachannel: no transport attached")
+	// ErrTransportClosed is returned by a Transport after its Close.
+	ErrTransportClosed = errors.New("datachannel: transport closed")
+	// ErrFrameTooLarge is returned when a peer sends a websocket message larger than the read limit. It fails
+	// the transport (the owner may resume), never the process.
+	ErrFrameTooLarge = errors.New("datachannel: frame exceeds the read limit")
+	// ErrHandshake wraps every handshake failure (§8).
+	ErrHandshake = errors.New("datachannel: handshake failed")
+	// ErrInvalidConfig wraps Config.Validate failures.
+	ErrInvalidConfig = errors.New("datachannel: invalid config")
+)
+
+// ChannelClosedError is the terminal error of a channel the service closed with channel_closed (§10.2):
+// session terminated, idle timeout, maximum duration, or the agent's plugin ended. Output is the service's
+// message, e.g. "Your session timed out due to inactivity and has been terminated.", meant for the user.
+type ChannelClosedError struct {
+	// SessionID is the session the service says it closed, when the payload names it.
+	SessionID string
+	// Output is the service's human-readable reason; may be empty.
+	Output string
+}
+
+func (e *ChannelClosedError) Error() string {
+	if e.Output == "" {
+		return "datachannel: channel closed by the service"
+	}
+	return fmt.Sprintf("datachannel: channel closed by the service: %s", e.Output)
+}
+
+// timeoutError is returned when a deadline of the channel itself expires. It implements net.Error so callers
+// can treat it like a network timeout.
+type timeoutError struct{ op string }
+
+func (e *timeoutError) Error() string   { return "datachannel: " + e.op + " timed out" }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }

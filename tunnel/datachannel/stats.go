@@ -1,0 +1,34 @@
+package datachannel
+
+import "time"
+
+// Stats is a snapshot of a Channel's counters, for metrics (the CLI exports them to Prometheus) and tests.
+// Counters only grow over the channel's life, across transports.
+type Stats struct {
+	// FramesSent counts data frames sent for the first time; Retransmits counts resends.
+	FramesSent, Retransmits uint64
+	// BytesSent counts payload bytes of FramesSent.
+	BytesSent uint64
+	// FramesReceived counts in-order data frames accepted for delivery; BytesReceived their payload bytes.
+	FramesReceived, BytesReceived uint64
+	// AcksSent and AcksReceived count acknowledge frames.
+	AcksSent, AcksReceived uint64
+	// Duplicates counts data frames received below the expected sequence number (re-acknowledged, §11.3).
+	Duplicates uint64
+	// OutOfOrder counts frames buffered ahead of the expected sequence number.
+	OutOfOrder uint64
+	// DroppedFull counts data frames dropped without an ack because a receive buffer was full.
+	DroppedFull uint64
+	// BadFrames counts frames that failed to decode (§5) or had invalid payloads; they are dropped.
+	BadFrames uint64
+	// UnknownFrames counts frames of message types this role ignores.
+	UnknownFrames uint64
+	// Transports counts Attach calls; TransportFailures transports that died under the channel.
+	Transports, TransportFailures uint64
+	// InFlightBytes is the encoded size of unacknowledged frames now; InFlightFrames their number.
+	InFlightBytes, InFlightFrames int
+	// SRTT, RTTVar and RTO are the current estimator state (§7.3).
+	SRTT, RTTVar, RTO time.Duration
+	// Paused reports whether the service paused publication (§10.1).
+	Paused bool
+}
