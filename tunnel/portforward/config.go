@@ -1,0 +1,159 @@
+// Package portforward is the data plane of a tunnel: local listeners, one smux stream per accepted TCP
+// connection over a session's data channel (§9.4), the basic one-connection-at-a-time mode for old agents
+// (§9.3), a pool of independent sessions per port, metrics, readiness and a graceful drain.
+package portforward
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
+)
+
+// PortPair is one LOCAL:REMOTE forwarding. Local 0 asks for an ephemeral port, reported once bound.
+type PortPair struct {
+	Local, Remote int
+}
+
+func (p PortPair) String() string { return fmt.Sprintf("%d:%d", p.Local, p.Remote) }
+
+// ErrBadPortPair is wrapped by ParsePortPair errors.
+var ErrBadPortPair = errors.New("port pair must be LOCAL:REMOTE or PORT, with LOCAL 0-65535 (0 = any free port) and REMOTE 1-65535")
+
+// ParsePortPair reads "LOCAL:REMOTE", or "PORT" meaning PORT:PORT, like kubectl port-forward.
+func ParsePortPair(s string) (PortPair, error) {
+	local, remote, found := strings.Cut(s, ":")
+	if !found {
+		remote = local
+	}
+	l, err1 := strconv.Atoi(local)
+	r, err2 := strconv.Atoi(remote)
+	if local == "" && found {
+		l, err1 = 0, nil // ":REMOTE" = ephemeral local port, as kubectl accepts
+	}
+	if err1 != nil || err2 != nil || l < 0 || l > 65535 || r < 1 || r > 65535 {
+		return PortPair{}, fmt.Errorf("%w: got %q", ErrBadPortPair, s)
+	}
+	return PortPair{Local: l, Remote: r}, nil
+}
+
+// ParsePortPairs parses every pair and rejects a local port used twice (0 may repeat).
+func ParsePortPairs(args []string) ([]PortPair, error) {
+	if len(args) == 0 {
+		return nil, fmt.Errorf("%w: at least one is required", ErrBadPortPair)
+	}
+	seen := map[int]bool{}
+	out := make([]PortPair, 0, len(args))
+	for _, a := range args {
+		p, err := ParsePortPair(a)
+		if err != nil {
+			return nil, err
+		}
+		if p.Local != 0 && seen[p.Local] {
+			return nil, fmt.Errorf("local port %d is used twice: each LOCAL:REMOTE pair needs its own local port", p.Local)
+		}
+		seen[p.Local] = true
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Defaults.
+const (
+	DefaultAddress        = "127.0.0.1"
+	DefaultDrainTimeout   = 20 * time.Second
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultStallTimeout   = 15 * time.Second
+	MaxSessionsPerPort    = 64
+)
+
+// Config configures a Forwarder.
+type Config struct {
+	// Target, RemoteHost, Document and Reason are passed to every StartSession (see session.Spec).
+	Target, RemoteHost, Document, Reason string
+	// Ports are the forwardings; each gets its own listener and its own session pool.
+	Ports []PortPair
+	// Address is the listen address (IP or host name). Default 127.0.0.1; 0.0.0.0 in a pod.
+	Address string
+	// Sessions is the number of independent sessions per port (the pool). Default 1.
+	Sessions int
+	// DrainTimeout bounds how long shutdown waits for open connections. Default 20s.
+	DrainTimeout time.Duration
+	// ConnectTimeout bounds how long an accepted connection waits for a ready session. Default 30s.
+	ConnectTimeout time.Duration
+	// StallTimeout: a session whose unacknowledged frames see no ack for this long counts as stalled: not
+	// ready and given no new connections. Default 15s.
+	StallTimeout time.Duration
+	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
+	Out io.Writer
+	// Logger for connection and session events. Default: discard.
+	Logger *slog.Logger
+}
+
+// Validate says what to fix.
+func (c Config) Validate() error {
+	spec := session.Spec{Target: c.Target, RemoteHost: c.RemoteHost, Document: c.Document, Reason: c.Reason, RemotePort: 1}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if len(c.Ports) == 0 {
+		return fmt.Errorf("%w: at least one is required", ErrBadPortPair)
+	}
+	seen := map[int]bool{}
+	for _, p := range c.Ports {
+		if p.Local < 0 || p.Local > 65535 || p.Remote < 1 || p.Remote > 65535 {
+			return fmt.Errorf("%w: got %s", ErrBadPortPair, p)
+		}
+		if p.Local != 0 && seen[p.Local] {
+			return fmt.Errorf("local port %d is used twice", p.Local)
+		}
+		seen[p.Local] = true
+	}
+	if c.Address != "" {
+		if strings.ContainsAny(c.Address, " /") || strings.Count(c.Address, ":") == 1 {
+			return fmt.Errorf("--address %q must be an IP address or host name without a port", c.Address)
+		}
+	}
+	if c.Sessions < 0 || c.Sessions > MaxSessionsPerPort {
+		return fmt.Errorf("--sessions must be between 1 and %d, got %d", MaxSessionsPerPort, c.Sessions)
+	}
+	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 {
+		return errors.New("timeouts must not be negative")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Address == "" {
+		c.Address = DefaultAddress
+	}
+	if c.Sessions == 0 {
+		c.Sessions = 1
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func listenAddr(address string, port int) string {
+	return net.JoinHostPort(strings.Trim(address, "[]"), strconv.Itoa(port))
+}

@@ -1,0 +1,112 @@
+package portforward
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
+)
+
+// Metric descriptions, prefix ssmtunnel_. Per-session series are labelled with the port ("LOCAL:REMOTE")
+// and the session's slot in the pool ("0".."N-1"), which stays stable when a session is replaced, so the
+// cardinality is ports × --sessions. Counters are cumulative over the slot's successive sessions.
+var (
+	labels          = []string{"port", "session"}
+	descReady       = prometheus.NewDesc("ssmtunnel_ready", "1 when every port has a ready session and the tunnel is not draining.", nil, nil)
+	descSessionUp   = prometheus.NewDesc("ssmtunnel_session_state", "1 for the current state of each session slot (connecting, ready, resuming, closed, none).", append(labels, "state"), nil)
+	descStalled     = prometheus.NewDesc("ssmtunnel_session_stalled", "1 when the session's sent frames have gone unacknowledged for the stall timeout.", labels, nil)
+	descStarts      = prometheus.NewDesc("ssmtunnel_session_starts_total", "Sessions started in the slot (StartSession calls that led to a ready session).", labels, nil)
+	descResumes     = prometheus.NewDesc("ssmtunnel_resumes_total", "Successful ResumeSession reconnects.", labels, nil)
+	descStreamsOpen = prometheus.NewDesc("ssmtunnel_streams_open", "Connections (smux streams) open now.", labels, nil)
+	descStreamsTot  = prometheus.NewDesc("ssmtunnel_streams_total", "Connections carried so far.", labels, nil)
+	descBytes       = prometheus.NewDesc("ssmtunnel_bytes_total", "Payload bytes carried by the data channel; direction is sent (to the agent) or received.", append(labels, "direction"), nil)
+	descRetransmits = prometheus.NewDesc("ssmtunnel_retransmits_total", "Data frames sent again for want of an ack.", labels, nil)
+	descRTT         = prometheus.NewDesc("ssmtunnel_rtt_seconds", "Smoothed round-trip time of data-channel acks (§7.3).", labels, nil)
+	descConnErrors  = prometheus.NewDesc("ssmtunnel_connect_errors_total", "ConnectToPortError flags: the agent could not reach the destination.", labels, nil)
+)
+
+// Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
+func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReady, descSessionUp, descStalled, descStarts, descResumes,
+		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descRTT, descConnErrors} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector from live session state and channel statistics.
+func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
+	ready := 0.0
+	if f.Ready() == nil {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	for _, p := range f.pools {
+		for _, s := range p.slots {
+			p.mu.Lock()
+			sess, open, stalled, port := s.sess, s.open, s.stalled, s.port.String()
+			p.mu.Unlock()
+			lv := []string{port, strconv.Itoa(s.idx)}
+			state := "none"
+			s.smu.Lock()
+			st, resumes := s.base, s.baseResumes
+			s.smu.Unlock()
+			var srtt float64
+			if sess != nil {
+				state = sess.State().String()
+				cur := sess.Channel().Stats()
+				st = addStats(st, cur)
+				resumes += sess.Resumes()
+				srtt = cur.SRTT.Seconds()
+			}
+			for _, name := range []string{"none", session.StateConnecting.String(), session.StateReady.String(),
+				session.StateResuming.String(), session.StateClosed.String()} {
+				v := 0.0
+				if name == state {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descSessionUp, prometheus.GaugeValue, v, append(lv, name)...)
+			}
+			b2f := map[bool]float64{false: 0, true: 1}
+			ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, b2f[stalled], lv...)
+			ch <- prometheus.MustNewConstMetric(descStarts, prometheus.CounterValue, float64(s.starts.Load()), lv...)
+			ch <- prometheus.MustNewConstMetric(descResumes, prometheus.CounterValue, float64(resumes), lv...)
+			ch <- prometheus.MustNewConstMetric(descStreamsOpen, prometheus.GaugeValue, float64(open), lv...)
+			ch <- prometheus.MustNewConstMetric(descStreamsTot, prometheus.CounterValue, float64(s.streamsTotal.Load()), lv...)
+			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesSent), append(lv, "sent")...)
+			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesReceived), append(lv, "received")...)
+			ch <- prometheus.MustNewConstMetric(descRetransmits, prometheus.CounterValue, float64(st.Retransmits), lv...)
+			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, srtt, lv...)
+			ch <- prometheus.MustNewConstMetric(descConnErrors, prometheus.CounterValue, float64(s.connectErrors.Load()), lv...)
+		}
+	}
+}
+
+// SessionStats is a per-slot snapshot for tests and the CLI: which session serves the slot and how many
+// connections it has open.
+type SessionStats struct {
+	Port        PortPair
+	Slot        int
+	SessionID   string
+	State       session.State
+	OpenStreams int
+	Streams     uint64
+	Resumes     uint64
+}
+
+// Sessions returns a snapshot of every slot of every port.
+func (f *Forwarder) Sessions() []SessionStats {
+	var out []SessionStats
+	for _, p := range f.pools {
+		for _, s := range p.slots {
+			p.mu.Lock()
+			ss := SessionStats{Port: s.port, Slot: s.idx, OpenStreams: s.open, Streams: s.streamsTotal.Load(), State: session.StateClosed}
+			if s.sess != nil {
+				ss.SessionID, ss.State, ss.Resumes = s.sess.ID(), s.sess.State(), s.sess.Resumes()
+			}
+			p.mu.Unlock()
+			out = append(out, ss)
+		}
+	}
+	return out
+}
