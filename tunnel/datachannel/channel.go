@@ -2,18 +2,123 @@ package datachannel
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
 )
 
-var errNotImplemented = errors.New("datachannel: not implemented")
+// maxAckQueue bounds acks waiting for the writer. Beyond it an ack is dropped: the peer retransmits the
+// frame and the duplicate is re-acknowledged (§11.3), so a flood of duplicates cannot grow memory.
+const maxAckQueue = 4096
+
+// outFrame is one sent, not yet acknowledged data frame. It stays in unacked until its ack arrives: frames
+// are never evicted (the plugin's 10 000-frame eviction corrupts streams, §7.3); the window bounds them.
+type outFrame struct {
+	seq      int64
+	buf      *[]byte // encoded frame, from the channel's pool
+	size     int     // encoded size, counted against the window
+	payload  int
+	lastSent time.Time
+	sent     bool // written at least once
+	retrans  bool // written more than once: its ack is ambiguous (Karn's rule)
+	acked    bool
+	queued   bool // in sendQ
+	writers  int  // writer goroutines currently writing buf
+	inTiming bool
+	prev     *outFrame // timing list, ordered by lastSent
+	next     *outFrame
+}
+
+type recvItem struct {
+	pt   message.PayloadType
+	p    []byte
+	cost int
+}
+
+// attachment is one transport's tenure under the channel.
+type attachment struct {
+	t    Transport
+	done chan struct{}
+	once sync.Once
+}
+
+func (a *attachment) end() {
+	a.once.Do(func() {
+		close(a.done)
+		_ = a.t.Close()
+	})
+}
+
+// notifier is a broadcast condition for use under Channel.mu that works with select: waiters take wait()
+// under the lock and block on it after unlocking; notify() wakes them all. It allocates only when waited on.
+type notifier struct{ ch chan struct{} }
+
+func (n *notifier) wait() <-chan struct{} {
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) notify() {
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+}
 
 // Channel is one end of a reliable, ordered data channel (§7). See the package doc for its life cycle.
+//
+// Goroutines: per attached transport one reader (decodes frames, handles acks and data, queues acks; it
+// never blocks on the consumer) and one writer (the only caller of WriteFrame); per channel one
+// retransmission scheduler with a single timer armed for the earliest deadline.
 type Channel struct {
-	cfg Config
-	die chan struct{}
-	tf  chan error
+	cfg      Config
+	log      *slog.Logger
+	clock    Clock
+	sendType message.MessageType
+	recvType message.MessageType
+	tf       chan error
+	die      chan struct{}
+	rearm    chan struct{}
+	dataPool sync.Pool
+	ackPool  sync.Pool
+
+	sendSem chan struct{} // serialises Send (a semaphore, so waiting honours ctx): one call's frames are consecutive
+
+	mu     sync.Mutex
+	err    error
+	cur    *attachment
+	paused bool
+	stats  Stats
+
+	// Send side (§7.1, §7.3).
+	nextSeq    int64
+	baseSeq    int64 // every seq below it is acknowledged
+	unacked    map[int64]*outFrame
+	inflight   int
+	sendQ      []*outFrame
+	ackQ       []*[]byte
+	ackScratch []byte
+	timingHead *outFrame
+	timingTail *outFrame
+	rtt        rttEstimator
+	bucket     *tokenBucket
+	ackNotify  notifier
+	writerWake notifier
+
+	// Receive side (§7.2).
+	expected   int64
+	recvQ      []recvItem
+	recvHead   int
+	recvBytes  int
+	ooo        map[int64]recvItem
+	oooBytes   int
+	recvNotify notifier
 }
 
 // New returns a Channel with no transport: Send queues up to the window until Attach.
@@ -21,47 +126,678 @@ func New(cfg Config) (*Channel, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Channel{cfg: cfg.withDefaults(), die: make(chan struct{}), tf: make(chan error, 1)}, nil
+	cfg = cfg.withDefaults()
+	c := &Channel{
+		cfg:      cfg,
+		log:      cfg.Logger.With("role", cfg.Role.String()),
+		clock:    cfg.Clock,
+		sendType: cfg.Role.sendType(),
+		recvType: cfg.Role.recvType(),
+		tf:       make(chan error, 1),
+		die:      make(chan struct{}),
+		rearm:    make(chan struct{}, 1),
+		sendSem:  make(chan struct{}, 1),
+		unacked:  make(map[int64]*outFrame),
+		ooo:      make(map[int64]recvItem),
+		rtt:      newRTTEstimator(),
+	}
+	c.bucket = newTokenBucket(cfg.Rate, cfg.Burst, c.clock.Now())
+	frameCap := message.HeaderSize + cfg.MaxPayloadSize
+	c.dataPool.New = func() any { b := make([]byte, 0, frameCap); return &b }
+	c.ackPool.New = func() any { b := make([]byte, 0, 320); return &b }
+	go c.schedule()
+	return c, nil
 }
 
 // Attach starts the channel on t, replacing (and closing) any current transport. Sequence numbers continue
-// and every unacknowledged frame is retransmitted on t (§7.1, §10.3 step 4).
-func (c *Channel) Attach(t Transport) {}
+// and every unacknowledged frame is retransmitted on t, in sequence order (§7.1, §10.3 step 4). Attaching to
+// a finished channel closes t.
+func (c *Channel) Attach(t Transport) {
+	a := &attachment{t: t, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		_ = t.Close()
+		return
+	}
+	old := c.cur
+	c.cur = a
+	c.stats.Transports++
+	for _, f := range c.sendQ {
+		f.queued = false
+		c.maybeRelease(f)
+	}
+	c.sendQ = c.sendQ[:0]
+	for s := c.baseSeq; s < c.nextSeq; s++ {
+		if f := c.unacked[s]; f != nil {
+			c.timingRemove(f)
+			f.queued = true
+			c.sendQ = append(c.sendQ, f)
+		}
+	}
+	c.writerWake.notify()
+	c.mu.Unlock()
+	if old != nil {
+		old.end()
+	}
+	go c.readLoop(a)
+	go c.writeLoop(a)
+	c.kick()
+}
 
 // TransportFailed delivers the error of each transport that dies under the channel (read or write error,
 // dead link). The owner then resumes the session and Attaches a new transport. A transport replaced by
-// Attach or closed by Close is not reported.
+// Attach or closed by Close is not reported. At most one error is pending: an unread one is replaced.
 func (c *Channel) TransportFailed() <-chan error { return c.tf }
 
-// Send sends p as sequenced data frames of payload type pt. Output payloads are split into frames of at most
-// MaxPayloadSize bytes; other payload types (handshake JSON, flags) always travel as one frame. Send blocks
-// while the in-flight window is full, the rate limiter has no tokens or the service paused publication
-// (§10.1), and returns when every frame is queued for the transport (not when it is acknowledged). p may be
-// reused after Send returns.
-func (c *Channel) Send(ctx context.Context, pt message.PayloadType, p []byte) error {
-	return errNotImplemented
+func (c *Channel) failTransport(a *attachment, err error) {
+	c.mu.Lock()
+	current := c.cur == a
+	if current {
+		c.cur = nil
+		c.stats.TransportFailures++
+	}
+	dead := c.err != nil
+	c.mu.Unlock()
+	a.end()
+	if !current || dead {
+		return
+	}
+	c.log.Debug("Transport failed", "err", err)
+	for {
+		select {
+		case c.tf <- err:
+			return
+		default:
+		}
+		select {
+		case <-c.tf:
+		default:
+		}
+	}
 }
 
-// Receive returns the next in-order data payload and its payload type. The payload is owned by the caller.
+// Send sends p as sequenced data frames of payload type pt. Output payloads are split into frames of at most
+// MaxPayloadSize bytes (an empty Output payload sends nothing, like the agent, §5); other payload types
+// (handshake JSON, flags) always travel as one frame. Send blocks while the in-flight window is full or the
+// rate limiter has no tokens, and returns when every frame is queued for the transport (not when it is
+// acknowledged; see Flush). While the service paused publication (§10.1) frames are queued but not written,
+// so Send blocks once the window fills. p may be reused after Send returns.
+func (c *Channel) Send(ctx context.Context, pt message.PayloadType, p []byte) error {
+	select {
+	case c.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.die:
+		return c.Err()
+	}
+	defer func() { <-c.sendSem }()
+	if pt != message.PayloadOutput {
+		return c.sendFrame(ctx, pt, p)
+	}
+	for len(p) > 0 {
+		n := min(len(p), c.cfg.MaxPayloadSize)
+		if err := c.sendFrame(ctx, pt, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// sendFrame waits for window and rate, then encodes and queues one frame. Called with sendSem held, which
+// makes nextSeq stable outside mu.
+func (c *Channel) sendFrame(ctx context.Context, pt message.PayloadType, payload []byte) error {
+	size := message.HeaderSize + len(payload)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return c.err
+		}
+		if c.inflight > 0 && c.inflight+size > c.cfg.MaxInFlightBytes {
+			w := c.ackNotify.wait()
+			c.mu.Unlock()
+			select {
+			case <-w:
+			case <-ctx.Done():
+			case <-c.die:
+			}
+			continue
+		}
+		wait := c.bucket.take(c.clock.Now(), len(payload))
+		c.mu.Unlock()
+		if wait == 0 {
+			break
+		}
+		t := c.clock.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+		case <-c.die:
+		}
+		t.Stop()
+	}
+
+	seq := c.nextSeq // stable: only Send writes it, under sendSem
+	var flags uint64
+	if c.cfg.Role == RoleAgent && seq == 0 {
+		flags = message.FlagSYN // §6.4
+	}
+	m := message.Message{
+		Type:           c.sendType,
+		SchemaVersion:  1,
+		CreatedDate:    uint64(c.clock.Now().UnixMilli()),
+		SequenceNumber: seq,
+		Flags:          flags,
+		MessageID:      message.NewID(),
+		PayloadType:    pt,
+		Payload:        payload,
+	}
+	buf := c.dataPool.Get().(*[]byte)
+	enc, err := m.AppendBinary((*buf)[:0])
+	if err != nil {
+		c.dataPool.Put(buf)
+		return fmt.Errorf("datachannel: encode frame: %w", err)
+	}
+	*buf = enc
+	f := &outFrame{seq: seq, buf: buf, size: size, payload: len(payload), queued: true}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		c.dataPool.Put(buf)
+		return c.err
+	}
+	c.nextSeq++
+	c.unacked[seq] = f
+	c.inflight += size
+	c.sendQ = append(c.sendQ, f)
+	c.writerWake.notify()
+	return nil
+}
+
+// Receive returns the next in-order data payload and its payload type; the payload is owned by the caller.
+// After the channel ends, payloads already received are still returned, then the terminal error.
 func (c *Channel) Receive(ctx context.Context) (message.PayloadType, []byte, error) {
-	return 0, nil, errNotImplemented
+	for {
+		c.mu.Lock()
+		if c.recvHead < len(c.recvQ) {
+			it := c.recvQ[c.recvHead]
+			c.recvQ[c.recvHead] = recvItem{}
+			c.recvHead++
+			if c.recvHead == len(c.recvQ) {
+				c.recvQ, c.recvHead = c.recvQ[:0], 0
+			} else if c.recvHead > 64 && c.recvHead*2 > len(c.recvQ) {
+				n := copy(c.recvQ, c.recvQ[c.recvHead:])
+				clear(c.recvQ[n:])
+				c.recvQ, c.recvHead = c.recvQ[:n], 0
+			}
+			c.recvBytes -= it.cost
+			c.drainOutOfOrder()
+			c.mu.Unlock()
+			return it.pt, it.p, nil
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return 0, nil, err
+		}
+		w := c.recvNotify.wait()
+		c.mu.Unlock()
+		select {
+		case <-w:
+		case <-c.die:
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
+	}
 }
 
 // Flush blocks until every frame sent so far has been acknowledged, the channel ends, or ctx is done.
-func (c *Channel) Flush(ctx context.Context) error { return errNotImplemented }
+func (c *Channel) Flush(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if len(c.unacked) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return err
+		}
+		w := c.ackNotify.wait()
+		c.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // Done is closed when the channel ends: Close, or channel_closed from the service.
 func (c *Channel) Done() <-chan struct{} { return c.die }
 
 // Err is nil while the channel is open; afterwards ErrClosed, or a *ChannelClosedError carrying the
 // service's message (§10.2).
-func (c *Channel) Err() error { return nil }
+func (c *Channel) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
 
-// Close ends the channel and closes its transport. Pending Send and Receive calls return ErrClosed.
-func (c *Channel) Close() error { return nil }
+// Close ends the channel and closes its transport. Pending Send calls return ErrClosed; Receive returns
+// what was already received, then ErrClosed.
+func (c *Channel) Close() error {
+	c.terminate(ErrClosed)
+	return nil
+}
+
+func (c *Channel) terminate(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.die)
+	a := c.cur
+	c.cur = nil
+	c.ackNotify.notify()
+	c.recvNotify.notify()
+	c.writerWake.notify()
+	c.mu.Unlock()
+	if a != nil {
+		a.end()
+	}
+}
 
 // Stats returns a snapshot of the counters.
-func (c *Channel) Stats() Stats { return Stats{} }
+func (c *Channel) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.InFlightBytes = c.inflight
+	s.InFlightFrames = len(c.unacked)
+	s.SRTT, s.RTTVar, s.RTO = c.rtt.srtt, c.rtt.rttvar, c.rtt.effective()
+	s.Paused = c.paused
+	return s
+}
 
 // Role returns the role the channel was created with.
 func (c *Channel) Role() Role { return c.cfg.Role }
+
+// kick asks the scheduler to recompute its deadline.
+func (c *Channel) kick() {
+	select {
+	case c.rearm <- struct{}{}:
+	default:
+	}
+}
+
+// resume clears a pause (§10.1: start_publication, inbound data or ack). Called with mu held.
+func (c *Channel) resume() {
+	if c.paused {
+		c.paused = false
+		c.writerWake.notify()
+		c.kick()
+	}
+}
+
+// maybeRelease returns an acknowledged frame's buffer to the pool once no writer uses it. Called with mu held.
+func (c *Channel) maybeRelease(f *outFrame) {
+	if f.acked && f.writers == 0 && !f.queued && f.buf != nil {
+		c.dataPool.Put(f.buf)
+		f.buf = nil
+	}
+}
+
+func (c *Channel) timingPush(f *outFrame) {
+	f.inTiming = true
+	f.prev, f.next = c.timingTail, nil
+	if c.timingTail != nil {
+		c.timingTail.next = f
+	} else {
+		c.timingHead = f
+	}
+	c.timingTail = f
+}
+
+func (c *Channel) timingRemove(f *outFrame) {
+	if !f.inTiming {
+		return
+	}
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		c.timingHead = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	} else {
+		c.timingTail = f.prev
+	}
+	f.prev, f.next, f.inTiming = nil, nil, false
+}
+
+// schedule is the retransmission scheduler: one timer, armed for the earliest resend deadline. It replaces
+// the plugin's 100 ms polling loop that resent only the oldest frame (§7.3).
+func (c *Channel) schedule() {
+	t := c.clock.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-c.die:
+			t.Stop()
+			return
+		case <-c.rearm:
+		case <-t.C():
+		}
+		d := c.checkRetransmit()
+		t.Stop()
+		if d >= 0 {
+			t.Reset(d)
+		}
+	}
+}
+
+// checkRetransmit queues every overdue frame for resending (not only the oldest) and returns the time to
+// the next deadline, or -1 when nothing is outstanding or sending is suspended (no transport, paused).
+func (c *Channel) checkRetransmit() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.cur == nil || c.paused {
+		return -1
+	}
+	now := c.clock.Now()
+	rto := c.rtt.effective()
+	overdue := 0
+	for f := c.timingHead; f != nil && now.Sub(f.lastSent) >= rto; f = c.timingHead {
+		c.timingRemove(f)
+		f.queued = true
+		c.sendQ = append(c.sendQ, f)
+		overdue++
+	}
+	if overdue > 0 {
+		c.rtt.timedOut()
+		c.writerWake.notify()
+		c.log.Debug("Retransmitting overdue frames", "frames", overdue, "rto", rto)
+	}
+	if c.timingHead == nil {
+		return -1
+	}
+	return max(0, c.timingHead.lastSent.Add(c.rtt.effective()).Sub(now))
+}
+
+// writeLoop is the only writer of a's transport: acks first (they unblock the peer's window), then data
+// frames in queue order. While paused it writes acks only (§10.1).
+func (c *Channel) writeLoop(a *attachment) {
+	for {
+		var (
+			buf *[]byte
+			f   *outFrame
+		)
+		c.mu.Lock()
+		for {
+			if c.cur != a {
+				c.mu.Unlock()
+				return
+			}
+			if len(c.ackQ) > 0 {
+				buf = c.ackQ[0]
+				c.ackQ[0] = nil
+				c.ackQ = c.ackQ[1:]
+				if len(c.ackQ) == 0 {
+					c.ackQ = nil
+				}
+				break
+			}
+			if !c.paused && len(c.sendQ) > 0 {
+				f = c.sendQ[0]
+				c.sendQ[0] = nil
+				c.sendQ = c.sendQ[1:]
+				f.queued = false
+				if f.acked {
+					c.maybeRelease(f)
+					f = nil
+					continue
+				}
+				f.writers++
+				buf = f.buf
+				break
+			}
+			w := c.writerWake.wait()
+			c.mu.Unlock()
+			select {
+			case <-w:
+			case <-a.done:
+				return
+			}
+			c.mu.Lock()
+		}
+		c.mu.Unlock()
+
+		err := a.t.WriteFrame(*buf)
+
+		c.mu.Lock()
+		if f == nil {
+			if err == nil {
+				c.stats.AcksSent++
+			}
+			*buf = (*buf)[:0]
+			c.ackPool.Put(buf)
+		} else {
+			f.writers--
+			if err == nil && !f.acked {
+				if f.sent {
+					f.retrans = true
+					c.stats.Retransmits++
+				} else {
+					f.sent = true
+					c.stats.FramesSent++
+					c.stats.BytesSent += uint64(f.payload)
+				}
+				f.lastSent = c.clock.Now()
+				if !f.queued && !f.inTiming {
+					wasEmpty := c.timingHead == nil
+					c.timingPush(f)
+					if wasEmpty {
+						c.kick()
+					}
+				}
+			}
+			c.maybeRelease(f)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.failTransport(a, fmt.Errorf("write frame: %w", err))
+			return
+		}
+	}
+}
+
+// readLoop is the only reader of a's transport. It never blocks on the local consumer: data that does not
+// fit the bounded receive buffers is dropped without an ack and retransmitted by the peer, so acks of our
+// own frames are always processed (unlike the plugin, whose reader stalls behind a slow consumer, §9.4).
+func (c *Channel) readLoop(a *attachment) {
+	for {
+		frame, err := a.t.ReadFrame()
+		if err != nil {
+			c.failTransport(a, fmt.Errorf("read frame: %w", err))
+			return
+		}
+		c.handleFrame(frame)
+	}
+}
+
+// handleFrame processes one inbound frame. Bad frames are counted and dropped: a hostile or broken peer
+// can neither crash the channel nor make it allocate what a length field claims (message.Decode aliases).
+func (c *Channel) handleFrame(frame []byte) {
+	m, err := message.Decode(frame)
+	if err != nil {
+		c.mu.Lock()
+		c.stats.BadFrames++
+		c.mu.Unlock()
+		c.log.Debug("Dropping bad frame", "err", err, "bytes", len(frame))
+		return
+	}
+	switch m.Type {
+	case message.Acknowledge:
+		ack, err := message.DecodeAck(m.Payload)
+		if err != nil {
+			c.mu.Lock()
+			c.stats.BadFrames++
+			c.mu.Unlock()
+			c.log.Debug("Dropping bad acknowledge", "err", err)
+			return
+		}
+		c.handleAck(ack.AcknowledgedMessageSequenceNumber)
+	case c.recvType:
+		c.handleData(&m)
+	case message.ChannelClosed:
+		// §10.2: terminal; not acknowledged.
+		var p message.ChannelClosedPayload
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			c.log.Debug("channel_closed payload is not valid JSON", "err", err)
+		}
+		c.terminate(&ChannelClosedError{SessionID: p.SessionID, Output: p.Output})
+	case message.StartPublication:
+		c.mu.Lock()
+		c.resume()
+		c.mu.Unlock()
+	case message.PausePublication:
+		c.mu.Lock()
+		c.paused = true
+		c.mu.Unlock()
+	case message.AgentSessionState:
+		// §6.1: meant for the relay; ignored.
+	default:
+		c.mu.Lock()
+		c.stats.UnknownFrames++
+		c.mu.Unlock()
+		c.log.Debug("Ignoring frame of unexpected type", "type", string(m.Type))
+	}
+}
+
+func (c *Channel) handleAck(seq int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stats.AcksReceived++
+	c.resume()
+	f := c.unacked[seq]
+	if f == nil {
+		return // duplicate ack, or an ack for a frame we never sent
+	}
+	delete(c.unacked, seq)
+	f.acked = true
+	c.inflight -= f.size
+	c.timingRemove(f)
+	if f.sent && !f.retrans {
+		c.rtt.sample(c.clock.Now().Sub(f.lastSent)) // Karn's rule: only unambiguous samples
+	}
+	for c.baseSeq < c.nextSeq && c.unacked[c.baseSeq] == nil {
+		c.baseSeq++
+	}
+	c.maybeRelease(f)
+	c.ackNotify.notify()
+}
+
+// handleData is the receive algorithm of §7.2 with the agent's re-ack of duplicates (§11.3).
+func (c *Channel) handleData(m *message.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.resume()
+	cost := message.HeaderSize + len(m.Payload)
+	switch seq := m.SequenceNumber; {
+	case seq < c.expected:
+		c.stats.Duplicates++
+		c.queueAck(m)
+	case seq == c.expected:
+		if c.recvBytes > 0 && c.recvBytes+cost > c.cfg.ReceiveBufferBytes {
+			c.stats.DroppedFull++ // not acked: the peer retransmits once Receive made room
+			return
+		}
+		c.enqueue(recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost})
+		c.expected++
+		c.queueAck(m)
+		c.drainOutOfOrder()
+	default:
+		if _, dup := c.ooo[seq]; dup {
+			c.stats.Duplicates++
+			c.queueAck(m)
+			return
+		}
+		if c.oooBytes+cost > c.cfg.OutOfOrderBytes {
+			c.stats.DroppedFull++
+			return
+		}
+		c.ooo[seq] = recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost}
+		c.oooBytes += cost
+		c.stats.OutOfOrder++
+		c.queueAck(m)
+	}
+}
+
+func clone(p []byte) []byte {
+	if len(p) == 0 {
+		return []byte{}
+	}
+	return append([]byte(nil), p...)
+}
+
+func (c *Channel) enqueue(it recvItem) {
+	c.recvQ = append(c.recvQ, it)
+	c.recvBytes += it.cost
+	c.stats.FramesReceived++
+	c.stats.BytesReceived += uint64(len(it.p))
+	c.recvNotify.notify()
+}
+
+// drainOutOfOrder moves buffered frames that became in-order into the receive queue while it has room.
+// They were acknowledged on arrival, so they wait in the out-of-order buffer when the queue is full.
+func (c *Channel) drainOutOfOrder() {
+	for len(c.ooo) > 0 {
+		it, ok := c.ooo[c.expected]
+		if !ok || (c.recvBytes > 0 && c.recvBytes+it.cost > c.cfg.ReceiveBufferBytes) {
+			return
+		}
+		delete(c.ooo, c.expected)
+		c.oooBytes -= it.cost
+		c.expected++
+		c.enqueue(it)
+	}
+}
+
+// queueAck encodes the ack of m (§7.1) into a pooled buffer for the writer. Called with mu held.
+func (c *Channel) queueAck(m *message.Message) {
+	if len(c.ackQ) >= maxAckQueue {
+		c.stats.DroppedFull++
+		return
+	}
+	c.ackScratch = message.AppendAckPayload(c.ackScratch[:0], m)
+	am := message.Message{
+		Type:          message.Acknowledge,
+		SchemaVersion: 1,
+		CreatedDate:   uint64(c.clock.Now().UnixMilli()),
+		Flags:         message.FlagSYN | message.FlagFIN,
+		MessageID:     message.NewID(),
+		Payload:       c.ackScratch,
+	}
+	buf := c.ackPool.Get().(*[]byte)
+	enc, err := am.AppendBinary((*buf)[:0])
+	if err != nil { // cannot happen: the type and payload are ours
+		c.ackPool.Put(buf)
+		return
+	}
+	*buf = enc
+	c.ackQ = append(c.ackQ, buf)
+	c.writerWake.notify()
+}

@@ -2,6 +2,8 @@ package datachannel
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
@@ -23,7 +25,89 @@ type HandshakeResult struct {
 
 // ClientHandshake runs the client half of the handshake (§8) on ch (role Client): it waits for the
 // HandshakeRequest, answers with a HandshakeResponse reporting clientVersion (default ClientVersion), and
-// waits for HandshakeComplete. Data frames are acknowledged on receipt by the channel.
+// waits for HandshakeComplete. The channel acknowledges each frame on receipt ("ack first", §7.2). A
+// SessionType other than Port is answered Failed, and any other action Unsupported with ActionStatus set
+// (the plugin leaves it 0, §8.3); both make the handshake fail here too. Bound it with ctx: the agent gives
+// up after 15 s.
 func ClientHandshake(ctx context.Context, ch *Channel, clientVersion string) (HandshakeResult, error) {
-	return HandshakeResult{}, errNotImplemented
+	if clientVersion == "" {
+		clientVersion = ClientVersion
+	}
+	var res HandshakeResult
+	pt, p, err := ch.Receive(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%w: waiting for HandshakeRequest: %w", ErrHandshake, err)
+	}
+	if pt != message.PayloadHandshakeRequest {
+		return res, fmt.Errorf("%w: expected HandshakeRequest from the agent, got %s", ErrHandshake, pt)
+	}
+	var req message.HandshakeRequest
+	if err := message.DecodeJSON(pt, p, &req); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	res.AgentVersion, err = message.ParseVersion(req.AgentVersion)
+	if err != nil {
+		return res, fmt.Errorf("%w: agent version: %w", ErrHandshake, err)
+	}
+
+	resp := message.HandshakeResponse{ClientVersion: clientVersion}
+	var failure error
+	sawSessionType := false
+	for _, a := range req.RequestedClientActions {
+		pa := message.ProcessedClientAction{ActionType: a.ActionType}
+		switch a.ActionType {
+		case message.ActionSessionType:
+			var st message.SessionTypeRequest
+			if err := json.Unmarshal(a.ActionParameters, &st); err != nil {
+				pa.ActionStatus = message.ActionFailed
+				pa.Error = fmt.Sprintf("invalid SessionType parameters: %v", err)
+				failure = fmt.Errorf("SessionType action parameters: %w", err)
+				break
+			}
+			res.SessionType, res.Properties = st.SessionType, st.Properties
+			if st.SessionType != message.SessionTypePort {
+				pa.ActionStatus = message.ActionFailed
+				pa.Error = fmt.Sprintf("session type %q is not supported by this port-forwarding client", st.SessionType)
+				failure = fmt.Errorf("agent requested session type %q; only %q is supported", st.SessionType, message.SessionTypePort)
+				break
+			}
+			sawSessionType = true
+			pa.ActionStatus = message.ActionSuccess
+		default:
+			pa.ActionStatus = message.ActionUnsupported
+			pa.Error = fmt.Sprintf("action %q is not supported by this client", a.ActionType)
+			failure = fmt.Errorf("agent requested unsupported action %q", a.ActionType)
+		}
+		resp.ProcessedClientActions = append(resp.ProcessedClientActions, pa)
+	}
+	if failure != nil {
+		resp.Errors = append(resp.Errors, failure.Error())
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return res, fmt.Errorf("%w: encode HandshakeResponse: %w", ErrHandshake, err)
+	}
+	if err := ch.Send(ctx, message.PayloadHandshakeResponse, body); err != nil {
+		return res, fmt.Errorf("%w: send HandshakeResponse: %w", ErrHandshake, err)
+	}
+	if failure != nil {
+		return res, fmt.Errorf("%w: %w", ErrHandshake, failure)
+	}
+	if !sawSessionType {
+		return res, fmt.Errorf("%w: HandshakeRequest has no SessionType action", ErrHandshake)
+	}
+
+	pt, p, err = ch.Receive(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%w: waiting for HandshakeComplete: %w", ErrHandshake, err)
+	}
+	if pt != message.PayloadHandshakeComplete {
+		return res, fmt.Errorf("%w: expected HandshakeComplete from the agent, got %s", ErrHandshake, pt)
+	}
+	var done message.HandshakeComplete
+	if err := message.DecodeJSON(pt, p, &done); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	res.CustomerMessage, res.HandshakeTimeToComplete = done.CustomerMessage, done.HandshakeTimeToComplete
+	return res, nil
 }
