@@ -1,0 +1,401 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/gorilla/websocket"
+	"github.com/xtaci/smux"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
+)
+
+// echoServer is a loopback TCP echo destination.
+func echoServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// rawClient speaks the data channel by hand with tunnel/message, as a minimal plugin would (§4.1, §7, §8):
+// it acknowledges every output_stream_data frame, delivers them in sequence order, and numbers its own
+// input_stream_data frames from 0 across reconnects. It never retransmits: on loopback nothing is lost
+// while a websocket is up.
+type rawClient struct {
+	t        *testing.T
+	clientID string
+
+	mu       sync.Mutex // guards ws writes and seq
+	ws       *websocket.Conn
+	seq      int64
+	expected int64
+	ahead    map[int64]message.Message
+
+	data   chan message.Message // in-order output_stream_data
+	closed chan message.Message // channel_closed frames
+	gone   chan error           // the websocket's read error
+}
+
+func newRawClient(t *testing.T) *rawClient {
+	return &rawClient{t: t, clientID: "c780a302-0000-4000-8000-000000000001", ahead: map[int64]message.Message{},
+		data: make(chan message.Message, 4096), closed: make(chan message.Message, 1)}
+}
+
+// dial opens the websocket and sends OpenDataChannel; it returns the websocket's first read error, if the
+// gateway refuses it straight away.
+func (c *rawClient) dial(streamURL, token string) error {
+	ws, _, err := websocket.DefaultDialer.Dial(streamURL, nil)
+	if err != nil {
+		return err
+	}
+	open, _ := json.Marshal(message.OpenDataChannelInput{MessageSchemaVersion: "1.0", RequestID: message.NewID().String(), TokenValue: token, ClientID: c.clientID, ClientVersion: "1.2.677.0"})
+	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.ws = ws
+	c.mu.Unlock()
+	c.gone = make(chan error, 1)
+	go c.read(ws, c.gone)
+	return nil
+}
+
+func (c *rawClient) read(ws *websocket.Conn, gone chan<- error) {
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			gone <- err
+			return
+		}
+		m, err := message.Decode(b)
+		if err != nil {
+			c.t.Errorf("gateway sent a malformed frame: %v", err)
+			continue
+		}
+		switch m.Type {
+		case message.OutputStreamData:
+			c.write(message.NewAck(&m, uint64(time.Now().UnixMilli())))
+			c.mu.Lock()
+			if m.SequenceNumber >= c.expected {
+				c.ahead[m.SequenceNumber] = m
+			}
+			for {
+				n, ok := c.ahead[c.expected]
+				if !ok {
+					break
+				}
+				delete(c.ahead, c.expected)
+				c.expected++
+				c.data <- n
+			}
+			c.mu.Unlock()
+		case message.ChannelClosed:
+			c.closed <- m
+		case message.Acknowledge, message.StartPublication, message.PausePublication:
+		default:
+			c.t.Errorf("unexpected frame type %q from the gateway", m.Type)
+		}
+	}
+}
+
+func (c *rawClient) write(m message.Message) {
+	b, err := m.MarshalBinary()
+	if err != nil {
+		c.t.Error(err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// send sends one input_stream_data frame with the next sequence number.
+func (c *rawClient) send(pt message.PayloadType, p []byte) {
+	c.mu.Lock()
+	seq := c.seq
+	c.seq++
+	c.mu.Unlock()
+	c.write(message.Message{Type: message.InputStreamData, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()), SequenceNumber: seq, MessageID: message.NewID(), PayloadType: pt, Payload: append([]byte(nil), p...)})
+}
+
+func (c *rawClient) next(ctx context.Context) message.Message {
+	c.t.Helper()
+	select {
+	case m := <-c.data:
+		return m
+	case <-ctx.Done():
+		c.t.Fatalf("no data frame from the agent: %v", ctx.Err())
+	}
+	return message.Message{}
+}
+
+// handshake runs the client half of §8 and returns the HandshakeRequest's session type.
+func (c *rawClient) handshake(ctx context.Context) (message.HandshakeRequest, message.SessionTypeRequest) {
+	c.t.Helper()
+	m := c.next(ctx)
+	if m.PayloadType != message.PayloadHandshakeRequest || m.SequenceNumber != 0 {
+		c.t.Fatalf("first agent frame: seq %d %v, want seq 0 HandshakeRequest", m.SequenceNumber, m.PayloadType)
+	}
+	var req message.HandshakeRequest
+	if err := message.DecodeJSON(m.PayloadType, m.Payload, &req); err != nil {
+		c.t.Fatal(err)
+	}
+	st, err := req.SessionType()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp, _ := json.Marshal(message.HandshakeResponse{ClientVersion: "1.2.677.0", ProcessedClientActions: []message.ProcessedClientAction{{ActionType: message.ActionSessionType, ActionStatus: message.ActionSuccess}}})
+	c.send(message.PayloadHandshakeResponse, resp)
+	m = c.next(ctx)
+	if m.PayloadType != message.PayloadHandshakeComplete {
+		c.t.Fatalf("after the response: %v, want HandshakeComplete", m.PayloadType)
+	}
+	return req, st
+}
+
+// conn is the smux byte stream over the data channel: PT 1 payloads both ways (§9.4).
+func (c *rawClient) conn(ctx context.Context) io.ReadWriteCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			select {
+			case m := <-c.data:
+				if m.PayloadType == message.PayloadOutput {
+					if _, err := pw.Write(m.Payload); err != nil {
+						return
+					}
+				}
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			}
+		}
+	}()
+	return &streamRWC{c: c, r: pr}
+}
+
+type streamRWC struct {
+	c *rawClient
+	r *io.PipeReader
+}
+
+func (s *streamRWC) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (s *streamRWC) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += 1024 {
+		s.c.send(message.PayloadOutput, p[off:min(off+1024, len(p))])
+	}
+	return len(p), nil
+}
+func (s *streamRWC) Close() error { return s.r.Close() }
+
+func startPortSession(t *testing.T, e *Emulator, doc string, params map[string][]string) *ssm.StartSessionOutput {
+	t.Helper()
+	out, err := newClient(e, nil).StartSession(ctxT(t), &ssm.StartSessionInput{Target: aws.String(testInstance), DocumentName: aws.String(doc), Parameters: params})
+	if err != nil {
+		t.Fatalf("StartSession: %v", err)
+	}
+	return out
+}
+
+func echoOnce(t *testing.T, sess *smux.Session, msg string) {
+	t.Helper()
+	st, err := sess.OpenStream()
+	if err != nil {
+		t.Fatalf("OpenStream: %v", err)
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := st.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(st, got); err != nil {
+		t.Fatalf("echo of %q: %v", msg, err)
+	}
+	if !bytes.Equal(got, []byte(msg)) {
+		t.Fatalf("echo %q, want %q", got, msg)
+	}
+}
+
+func waitGone(t *testing.T, c *rawClient) error {
+	t.Helper()
+	select {
+	case err := <-c.gone:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("websocket still open")
+	}
+	return nil
+}
+
+// TestRawProtocolEndToEnd: handshake with the ToRemoteHost properties, an smux stream to a loopback echo
+// server, a drop, a refused stale token, a resume that continues the sequence numbers, and TerminateSession's
+// channel_closed.
+func TestRawProtocolEndToEnd(t *testing.T) {
+	port := echoServer(t)
+	e := startEmulator(t, Config{Pacing: PacingNone})
+	out := startPortSession(t, e, DocPortForwardingToRemoteHost, map[string][]string{"host": {"127.0.0.1"}, "portNumber": {strconv.Itoa(port)}, "localPortNumber": {"0"}})
+	id := aws.ToString(out.SessionId)
+	ctx := ctxT(t)
+
+	c := newRawClient(t)
+	if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	req, st := c.handshake(ctx)
+	if req.AgentVersion != DefaultAgentVersion || st.SessionType != message.SessionTypePort {
+		t.Errorf("handshake agent %q type %q", req.AgentVersion, st.SessionType)
+	}
+	want := message.PortParameters{Host: "127.0.0.1", PortNumber: strconv.Itoa(port), LocalPortNumber: "0", Type: message.LocalPortForwarding}
+	if st.Properties != want {
+		t.Errorf("handshake properties %+v, want %+v", st.Properties, want)
+	}
+	cfg := smux.DefaultConfig()
+	cfg.KeepAliveDisabled = true
+	sess, err := smux.Client(c.conn(ctx), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	echoOnce(t, sess, "hello through the emulator")
+
+	// Drop: the websocket dies without a close frame.
+	if err := e.DropClient(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitGone(t, c); websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+		t.Errorf("drop sent a close frame: %v", err)
+	}
+	r, err := newClient(e, nil).ResumeSession(ctx, &ssm.ResumeSessionInput{SessionId: out.SessionId})
+	if err != nil || aws.ToString(r.TokenValue) == "" {
+		t.Fatalf("ResumeSession: %v", err)
+	}
+	// The old token is no longer valid.
+	if err := c.dial(aws.ToString(r.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitGone(t, c); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Errorf("stale token: %v, want close 1008", err)
+	}
+	if err := c.dial(aws.ToString(r.StreamUrl), aws.ToString(r.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	// Same session state: sequence numbers continue on both sides, and the smux session carries on.
+	echoOnce(t, sess, "after the resume")
+	if info, _ := e.Session(id); info.Connects != 2 || info.ClientID != c.clientID || info.ClientVersion != "1.2.677.0" {
+		t.Errorf("session info %+v: want 2 accepted connects by %s", info, c.clientID)
+	}
+
+	if _, err := newClient(e, nil).TerminateSession(ctx, &ssm.TerminateSessionInput{SessionId: out.SessionId}); err != nil {
+		t.Fatal(err)
+	}
+	assertChannelClosed(t, c, id, OutputTerminated)
+}
+
+func assertChannelClosed(t *testing.T, c *rawClient, id, output string) {
+	t.Helper()
+	select {
+	case m := <-c.closed:
+		var p message.ChannelClosedPayload
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Output != output || p.SessionID != id || p.MessageType != "channel_closed" || p.SchemaVersion != 1 || m.CreatedDate == 0 {
+			t.Errorf("channel_closed %+v, want Output %q for %s", p, output, id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no channel_closed (want %q)", output)
+	}
+}
+
+func TestIdleTimeoutAndMaxDuration(t *testing.T) {
+	for _, tc := range []struct {
+		faults Faults
+		output string
+	}{
+		{Faults{IdleTimeout: 300 * time.Millisecond}, OutputIdleTimeout},
+		{Faults{MaxSessionDuration: time.Second}, OutputMaxDuration},
+	} {
+		t.Run(tc.output, func(t *testing.T) {
+			e := startEmulator(t, Config{Faults: tc.faults})
+			out := startPortSession(t, e, DocPortForwarding, map[string][]string{"portNumber": {"22"}})
+			c := newRawClient(t)
+			if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+				t.Fatal(err)
+			}
+			c.handshake(ctxT(t))
+			assertChannelClosed(t, c, aws.ToString(out.SessionId), tc.output)
+			if info, _ := e.Session(aws.ToString(out.SessionId)); !info.Ended || info.Output != tc.output {
+				t.Errorf("session %+v", info)
+			}
+		})
+	}
+}
+
+func TestByeAndDropKnobs(t *testing.T) {
+	e := startEmulator(t, Config{Faults: Faults{DropEvery: 200 * time.Millisecond}})
+	out := startPortSession(t, e, DocPortForwarding, nil)
+	c := newRawClient(t)
+	if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitGone(t, c); err == nil || websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Errorf("DropEvery: %v, want a dropped connection", err)
+	}
+	if err := e.SetFaults(Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newClient(e, nil).ResumeSession(ctxT(t), &ssm.ResumeSessionInput{SessionId: out.SessionId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.dial(aws.ToString(r.StreamUrl), aws.ToString(r.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until attached, then Bye.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if info, _ := e.Session(aws.ToString(out.SessionId)); info.Attached && info.Connects == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second websocket never attached")
+		}
+		time.Sleep(10 * time.Millisecond) // polling external state with a deadline
+	}
+	if err := e.ByeClient(aws.ToString(out.SessionId)); err != nil {
+		t.Fatal(err)
+	}
+	var ce *websocket.CloseError
+	if err := waitGone(t, c); !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure || ce.Text != "Bye" {
+		t.Errorf("Bye: %v, want close 1000 Bye", err)
+	}
+	if err := e.DropClient("nobody"); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("DropClient(unknown) = %v", err)
+	}
+	_ = fmt.Sprint()
+}
