@@ -86,7 +86,10 @@ fi
 
 # ---------------------------------------------------------------------------------------
 # Record the host before touching it.
-rm -rf "$W"
+if [[ -d $W ]] && grep -q " $W/" /proc/self/mounts; then
+	die "mounts remain under $W from an earlier run without host state; unmount them first"
+fi
+rm -rf --one-file-system "$W"
 mkdir -p "$HOST_STATE" "$W/logs" "$W/pids" "$W/run" "$W/pki" "$W/configs"
 for s in "${SYSCTLS[@]}"; do
 	v=$(sysctl -n "$s" 2>/dev/null) && printf '%s=%s\n' "$s" "$v" >>"$HOST_STATE/sysctl"
@@ -390,7 +393,7 @@ iptables:
   localhostNodePorts: false
 oomScoreAdj: 0
 EOF
-start kube-proxy "$KUBE_BIN/kube-proxy" --config="$W/configs/kube-proxy.yaml" --hostname-override="$NODE_NAME"
+start kube-proxy "$KUBE_BIN/kube-proxy" --config="$W/configs/kube-proxy.yaml"
 
 # ---------------------------------------------------------------------------------------
 # Pod egress is blocked: pods reach each other, Services and the host, nothing beyond.
