@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// dialAll opens n connections to addr, concurrently but at most 64 at a time.
+func dialAll(ctx context.Context, addr string, n int) ([]net.Conn, error) {
+	conns := make([]net.Conn, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	d := net.Dialer{Timeout: 30 * time.Second}
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			conns[i], errs[i] = d.DialContext(ctx, "tcp", addr)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		closeAll(conns)
+		return nil, err
+	}
+	return conns, nil
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// transferResult is one bulk measurement.
+type transferResult struct {
+	bytes   int64
+	elapsed time.Duration
+	cpu     float64 // CPU-seconds of the tunnel process during the transfer (0 for direct)
+}
+
+func (r transferResult) mbps() float64 { return float64(r.bytes) / 1e6 / r.elapsed.Seconds() }
+
+// runTransfer moves perStream bytes over each of streams fresh connections to addr, all at once, in one
+// direction, and times it from the first byte to the last receipt. Connection setup is outside the timing.
+func runTransfer(ctx context.Context, addr string, streams int, up bool, perStream uint64, tun *tunnelProc, timeout time.Duration) (transferResult, error) {
+	conns, err := dialAll(ctx, addr, streams)
+	if err != nil {
+		return transferResult{}, err
+	}
+	defer closeAll(conns)
+	deadline := time.Now().Add(timeout)
+	for _, c := range conns {
+		_ = c.SetDeadline(deadline)
+	}
+	var cpu0 float64
+	if tun != nil {
+		cpu0, _ = tun.cpuSeconds()
+	}
+	start := time.Now()
+	errs := make([]error, streams)
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if up {
+				errs[i] = upload(c, perStream)
+			} else {
+				errs[i] = download(c, perStream)
+			}
+		}()
+	}
+	wg.Wait()
+	res := transferResult{bytes: int64(perStream) * int64(streams), elapsed: time.Since(start)}
+	if tun != nil {
+		cpu1, _ := tun.cpuSeconds()
+		res.cpu = cpu1 - cpu0
+	}
+	return res, errors.Join(errs...)
+}
+
+type bulkCase struct {
+	streams int
+	upload  bool
+}
+
+func (c bulkCase) name() string {
+	dir := "download"
+	if c.upload {
+		dir = "upload"
+	}
+	if c.streams == 1 {
+		return "1-stream/" + dir
+	}
+	return fmt.Sprintf("%d-streams/%s", c.streams, dir)
+}
+
+// bulk is scenario 2 (and 5, the CPU cost): 1 and 8 parallel streams each way, pacing none against direct
+// loopback TCP, then pacing agent over one session and over a pool of 8.
+func (b *bench) bulk(ctx context.Context) error {
+	cases := []bulkCase{{1, true}, {1, false}, {8, true}, {8, false}}
+	direct, closeDirect, err := b.directVariant(b.srv.TCP, 0)
+	if err != nil {
+		return err
+	}
+	defer closeDirect()
+
+	// Pacing none: sizes give the tunnel about a second per run at ~50 MB/s.
+	scale := uint64(1)
+	if b.opts.quick {
+		scale = 4
+	}
+	noneSize := map[int]uint64{1: 64 << 20 / scale, 8: 8 << 20 / scale}
+	tun := b.tunnelVariant(ctx, "tunnel", pacingNone, instanceMux, b.srv.TCP, 1, 0)
+	defer tun.close()
+	if path := profilePath(b.opts.cpuProfile, ""); path != "" && tun.ok() {
+		if err := tun.Tunnel.startCPUProfile(); err != nil {
+			b.errorf("cpu profile: %v", err)
+		} else {
+			defer func() {
+				if err := tun.Tunnel.stopCPUProfile(path); err != nil {
+					b.errorf("cpu profile: %v", err)
+				}
+			}()
+		}
+	}
+	directMBps := map[string][]float64{}
+	var cpuPerGB []float64
+	var cpuTotal, bytesTotal float64
+	for _, c := range cases {
+		prefix := "bulk/pacing-none/" + c.name()
+		b.logf("%s", prefix)
+		var d, t []float64
+		for rep := -1; rep < b.opts.reps; rep++ {
+			r, err := runTransfer(ctx, direct.Addr, c.streams, c.upload, noneSize[c.streams], nil, 60*time.Second)
+			if err != nil {
+				b.errorf("%s/direct: %v", prefix, err)
+				break
+			}
+			if rep >= 0 {
+				d = append(d, r.mbps())
+			}
+			if !tun.ok() {
+				continue
+			}
+			r, err = runTransfer(ctx, tun.Addr, c.streams, c.upload, noneSize[c.streams], tun.Tunnel, 120*time.Second)
+			if err != nil {
+				b.errorf("%s/tunnel: %v", prefix, err)
+				break
+			}
+			if rep >= 0 {
+				t = append(t, r.mbps())
+				if r.cpu > 0 {
+					cpuPerGB = append(cpuPerGB, r.cpu/(float64(r.bytes)/1e9))
+				}
+				cpuTotal += r.cpu
+				bytesTotal += float64(r.bytes)
+			}
+		}
+		params := map[string]any{"streams": c.streams, "bytes_per_stream": noneSize[c.streams], "pacing": pacingNone, "rtt_ms": 0}
+		b.rep.add("bulk", prefix+"/direct/MBps", "MB/s", d, params)
+		directMBps[c.name()] = d
+		if tun.ok() {
+			b.rep.add("bulk", prefix+"/tunnel/MBps", "MB/s", t, params)
+			b.rep.addDerived("bulk", prefix+"/ratio-tunnel-over-direct", "fraction", pairedRatios(t, d))
+		}
+	}
+	if len(cpuPerGB) > 0 {
+		b.rep.add("cpu", "cpu/pacing-none/cpu-seconds-per-GB", "CPU-s/GB", cpuPerGB, map[string]any{
+			"total_cpu_seconds": cpuTotal, "total_bytes": bytesTotal, "overall": cpuTotal / (bytesTotal / 1e9)})
+	}
+	if path := profilePath(b.opts.memProfile, "bulk"); path != "" && tun.ok() {
+		if err := tun.Tunnel.writeHeapProfile(path); err != nil {
+			b.errorf("heap profile: %v", err)
+		}
+	}
+	tun.close()
+
+	// Pacing agent: ~1 MB/s per session, so transfers are small; the 8-stream cases also run over a pool of 8.
+	agentSize := map[string]uint64{"1": 1 << 20, "8": 256 << 10, "8-pool": 1 << 20}
+	if b.opts.quick {
+		for k := range agentSize {
+			agentSize[k] /= 2
+		}
+	}
+	one := b.tunnelVariant(ctx, "tunnel", pacingAgent, instanceMux, b.srv.TCP, 1, 0)
+	defer one.close()
+	pool := b.tunnelVariant(ctx, "pool8", pacingAgent, instanceMux, b.srv.TCP, 8, 0)
+	defer pool.close()
+	for _, c := range cases {
+		prefix := "bulk/pacing-agent/" + c.name()
+		b.logf("%s", prefix)
+		var t, p []float64
+		for rep := -1; rep < b.opts.reps; rep++ {
+			if one.ok() {
+				size := agentSize[fmt.Sprint(c.streams)]
+				r, err := runTransfer(ctx, one.Addr, c.streams, c.upload, size, nil, 60*time.Second)
+				if err != nil {
+					b.errorf("%s/tunnel: %v", prefix, err)
+				} else if rep >= 0 {
+					t = append(t, r.mbps())
+				}
+			}
+			if pool.ok() && c.streams == 8 {
+				r, err := runTransfer(ctx, pool.Addr, c.streams, c.upload, agentSize["8-pool"], nil, 60*time.Second)
+				if err != nil {
+					b.errorf("%s/pool8: %v", prefix, err)
+				} else if rep >= 0 {
+					p = append(p, r.mbps())
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		if one.ok() {
+			b.rep.add("bulk", prefix+"/tunnel/MBps", "MB/s", t, map[string]any{"streams": c.streams, "sessions": 1, "bytes_per_stream": agentSize[fmt.Sprint(c.streams)], "pacing": pacingAgent})
+			if dm := summarize(directMBps[c.name()]).Median; len(t) > 0 && dm > 0 {
+				b.rep.addDerived("bulk", prefix+"/tunnel/ratio-over-direct-median", "fraction", scaleAll(t, 1/dm))
+			}
+		}
+		if pool.ok() && c.streams == 8 {
+			b.rep.add("bulk", prefix+"/pool8/MBps", "MB/s", p, map[string]any{"streams": c.streams, "sessions": 8, "bytes_per_stream": agentSize["8-pool"], "pacing": pacingAgent})
+		}
+	}
+	b.rep.Notes = append(b.rep.Notes, "bulk: MB/s = 10^6 bytes/s of payload, from the first byte to the receiver's last byte (upload: the server's receipt), connections opened beforehand; 0 ms RTT. Pacing-agent rows are compared with the direct medians of the pacing-none rows (direct TCP does not depend on the emulator).")
+	return nil
+}
+
+func scaleAll(v []float64, k float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * k
+	}
+	return out
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bufio"
+	"io"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
+)
+
+// The emulated instances every emulator child carries: one with a current agent (multiplexed mode) and one
+// with the newest agent without multiplexing, which forces the client into basic mode (§9.2) — how the
+// seed's one-connection-at-a-time comparison is reproduced.
+const (
+	instanceMux   = "i-0be0c0ffee0000001"
+	instanceBasic = "i-0be0c0ffee0000002"
+)
+
+// emuInfo is what an emulator child announces.
+type emuInfo struct {
+	Endpoint string `json:"endpoint"`
+	Addr     string `json:"addr"`
+}
+
+// emulatorChild is the body of the "emulator" child process: a tunnel/emulator with the given pacing, in its
+// own process so that the agent side's file descriptors and CPU are not the load generator's. The client
+// reaches it through the harness's delaying proxy; StreamUrl follows the Host the client used, so the
+// websocket takes the same delayed path as the API calls.
+func emulatorChild(stdout io.Writer, stdin io.Reader, pacing string) error {
+	emu, err := emulator.Start(emulator.Config{
+		Pacing: emulator.Pacing(pacing),
+		Instances: []emulator.Instance{
+			{ID: instanceMux},
+			{ID: instanceBasic, AgentVersion: emulator.BasicAgentVersion},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer emu.Close()
+	if err := printJSONLine(stdout, emuInfo{Endpoint: emu.Endpoint(), Addr: emu.Addr()}); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, bufio.NewReader(stdin))
+	return nil
+}
