@@ -1,0 +1,249 @@
+package portforward_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
+)
+
+const testInstance = "i-0123456789abcdef0"
+
+// testLogger logs to stderr when SSMTUNNEL_TEST_LOG is set, and nowhere otherwise.
+func testLogger() *slog.Logger {
+	if os.Getenv("SSMTUNNEL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// harness is the real stack on loopback: the emulator (SSM API + message gateway + agent), the real
+// aws-sdk-go-v2 SSM client pointed at it, and a Forwarder.
+type harness struct {
+	t      *testing.T
+	emu    *emulator.Emulator
+	api    session.API
+	fwd    *portforward.Forwarder
+	addrs  []net.Addr
+	cancel context.CancelFunc
+	runErr chan error
+}
+
+type harnessOpts struct {
+	emu     emulator.Config
+	pf      portforward.Config
+	channel datachannel.Config
+	wrapAPI func(session.API) session.API
+}
+
+func newSSMClient(endpoint string) *ssm.Client {
+	cfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")),
+		BaseEndpoint: aws.String(endpoint),
+		Retryer: func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 5; o.MaxBackoff = time.Second })
+		},
+	}
+	return ssm.NewFromConfig(cfg)
+}
+
+func startHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	if len(o.emu.Instances) == 0 {
+		o.emu.Instances = []emulator.Instance{{ID: testInstance}}
+	}
+	if o.emu.Logger == nil {
+		o.emu.Logger = testLogger()
+	}
+	emu, err := emulator.Start(o.emu)
+	if err != nil {
+		t.Fatalf("emulator: %v", err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	var api session.API = newSSMClient(emu.Endpoint())
+	if o.wrapAPI != nil {
+		api = o.wrapAPI(api)
+	}
+	client, err := session.NewClient(session.ClientConfig{
+		API: api, Channel: o.channel, Logger: testLogger(),
+		ResumeInitialBackoff: 20 * time.Millisecond, ResumeMaxBackoff: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.pf.Target == "" {
+		o.pf.Target = o.emu.Instances[0].ID
+	}
+	if o.pf.Logger == nil {
+		o.pf.Logger = testLogger()
+	}
+	fwd, err := portforward.New(o.pf, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, emu: emu, api: api, fwd: fwd, cancel: cancel, runErr: make(chan error, 1)}
+	go func() { h.runErr <- fwd.Run(ctx) }()
+	select {
+	case <-fwd.Started():
+	case err := <-h.runErr:
+		cancel()
+		t.Fatalf("forwarder failed to start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("forwarder did not start within 30s")
+	}
+	h.addrs = fwd.Addrs()
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// stop drains the forwarder and returns Run's result (idempotent).
+func (h *harness) stop() error {
+	h.cancel()
+	select {
+	case err, ok := <-h.runErr:
+		if ok {
+			close(h.runErr)
+			return err
+		}
+		return nil
+	case <-time.After(60 * time.Second):
+		h.t.Error("forwarder did not stop within 60s")
+		return errors.New("timeout")
+	}
+}
+
+func (h *harness) dial(i int) net.Conn {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addrs[i].String())
+	if err != nil {
+		h.t.Fatalf("dial tunnel: %v", err)
+	}
+	return c
+}
+
+// waitFor polls external state until cond holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling external state with a deadline, not synchronisation
+	}
+}
+
+// pattern is a deterministic byte stream: both ends can generate and hash it independently.
+type pattern struct{ r *rand.ChaCha8 }
+
+func newPattern(seed uint64) *pattern {
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(seed>>8)
+	return &pattern{rand.NewChaCha8(s)}
+}
+
+func (p *pattern) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// patternServer is a destination that, per connection, reads exactly n bytes (hashing them) while writing n
+// bytes of pattern(seed) — no half-close needed, so it works whatever the agent does on FIN (§9.4).
+type patternServer struct {
+	ln       net.Listener
+	n        int64
+	seed     uint64
+	received chan [32]byte
+}
+
+func startPatternServer(t *testing.T, n int64, seed uint64) *patternServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &patternServer{ln: ln, n: n, seed: seed, received: make(chan [32]byte, 16)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					io.CopyN(c, newPattern(s.seed), s.n)
+				}()
+				h := sha256.New()
+				io.CopyN(h, c, s.n)
+				var sum [32]byte
+				copy(sum[:], h.Sum(nil))
+				wg.Wait()
+				s.received <- sum
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *patternServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+func patternSum(seed uint64, n int64) [32]byte {
+	h := sha256.New()
+	io.CopyN(h, newPattern(seed), n)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// transfer writes n bytes of pattern(upSeed) to c while reading n bytes back, and returns the SHA-256 of what
+// it read. progress (may be nil) is called with the running count of bytes read.
+func transfer(c net.Conn, n int64, upSeed uint64, progress func(int64)) ([32]byte, error) {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(c, newPattern(upSeed), n)
+		errc <- err
+	}()
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var got int64
+	for got < n {
+		m, err := c.Read(buf[:min(int64(len(buf)), n-got)])
+		h.Write(buf[:m])
+		got += int64(m)
+		if progress != nil && m > 0 {
+			progress(got)
+		}
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("read after %d of %d bytes: %w", got, n, err)
+		}
+	}
+	if err := <-errc; err != nil {
+		return [32]byte{}, fmt.Errorf("write: %w", err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
