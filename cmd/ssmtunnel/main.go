@@ -106,9 +106,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 type forwardOptions struct {
 	remoteHost, address, region, document, roleARN, reason string
-	healthAddr, metricsAddr, logLevel, rate                 string
-	sessions, maxPayloadSize                                int
-	drainTimeout                                            time.Duration
+	healthAddr, metricsAddr, logLevel, rate                string
+	sessions, maxPayloadSize                               int
+	drainTimeout                                           time.Duration
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
+)
+
+const instance = "i-0123456789abcdef0"
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of run's goroutines and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestBadArguments(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "Usage:"},
+		{"unknown command", []string{"fwd"}, `unknown command "fwd"`},
+		{"no target", []string{"forward"}, "forward needs TARGET and at least one LOCAL:REMOTE"},
+		{"no ports", []string{"forward", instance}, "forward needs TARGET and at least one LOCAL:REMOTE"},
+		{"malformed target", []string{"forward", "i-nothex", "80"}, "target must be an instance ID"},
+		{"bad port pair", []string{"forward", instance, "80:x"}, "port pair must be LOCAL:REMOTE"},
+		{"remote port 0", []string{"forward", instance, "80:0"}, "port pair must be LOCAL:REMOTE"},
+		{"duplicate local port", []string{"forward", instance, "8080:80", "8080:443"}, "local port 8080 is used twice"},
+		{"unknown flag", []string{"forward", instance, "80", "--bogus"}, "unknown flag: --bogus"},
+		{"bad sessions", []string{"forward", instance, "80", "--sessions", "0"}, "--sessions must be between 1 and"},
+		{"bad rate", []string{"forward", instance, "80", "--rate", "fast"}, "--rate \"fast\" must be"},
+		{"bad payload", []string{"forward", instance, "80", "--max-payload-size", "0"}, "--max-payload-size must be between 1"},
+		{"bad log level", []string{"forward", instance, "80", "--log-level", "loud"}, "--log-level \"loud\""},
+		{"bad reason", []string{"forward", instance, "80", "--reason", "a\nb"}, "reason must be 1-256 printable characters"},
+		{"bad address", []string{"forward", instance, "80", "--address", "127.0.0.1:99"}, "--address \"127.0.0.1:99\" must be an IP address"},
+		{"bad drain", []string{"forward", instance, "80", "--drain-timeout", "soon"}, "invalid argument \"soon\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tt.args, &out, &errb)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("stderr %q does not say %q", errb.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1000000": 1e6, "2M": 2e6, "512k": 512e3, "1Mi": 1 << 20, "10MB": 10e6, "3MB/s": 3e6} {
+		got, err := parseRate(in)
+		if err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "x", "1T"} {
+		if _, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) accepted", in)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &out, io.Discard); code != exitOK || !strings.HasPrefix(out.String(), "ssmtunnel ") {
+		t.Errorf("version: exit %d, output %q", code, out.String())
+	}
+}
+
+// emulatorEnv starts an emulator and points the SDK's standard configuration at it through the environment,
+// as a pod or a laptop would be configured.
+func emulatorEnv(t *testing.T, cfg emulator.Config) *emulator.Emulator {
+	t.Helper()
+	if len(cfg.Instances) == 0 {
+		cfg.Instances = []emulator.Instance{{ID: instance}}
+	}
+	emu, err := emulator.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	t.Setenv("AWS_ENDPOINT_URL_SSM", emu.Endpoint())
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	return emu
+}
+
+func echoPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+func runAsync(ctx context.Context, args []string) (*syncBuffer, *syncBuffer, chan int) {
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, out, errb) }()
+	return out, errb, done
+}
+
+func waitExit(t *testing.T, done chan int, d time.Duration, errb *syncBuffer) int {
+	t.Helper()
+	select {
+	case code := <-done:
+		return code
+	case <-time.After(d):
+		t.Fatalf("ssmtunnel did not exit within %v; stderr:\n%s", d, errb.String())
+		return -1
+	}
+}
+
+func TestChannelClosedExitsWithServiceMessage(t *testing.T) {
+	emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{IdleTimeout: time.Second}})
+	out, errb, done := runAsync(context.Background(), []string{"forward", instance, "0:" + echoPort(t), "--log-level", "error"})
+	code := waitExit(t, done, 30*time.Second, errb)
+	if code != exitFailure {
+		t.Errorf("exit code %d, want %d", code, exitFailure)
+	}
+	if !strings.Contains(out.String(), "Forwarding from 127.0.0.1:") {
+		t.Errorf("stdout %q lacks the Forwarding line", out.String())
+	}
+	if !strings.Contains(errb.String(), emulator.OutputIdleTimeout) {
+		t.Errorf("stderr %q does not carry the service's message %q", errb.String(), emulator.OutputIdleTimeout)
+	}
+}
+
+func TestUnknownTargetAndRefusedCredentials(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Faults: emulator.Faults{DeniedAccessKeys: []string{"AKIDDENIED"}}})
+	_ = emu
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"forward", "i-0fedcba9876543210", "0:80"}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "instance i-0fedcba9876543210 is not connected to Systems Manager (check the SSM Agent and the instance's IAM role)") {
+		t.Errorf("unknown target: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDDENIED")
+	code = run(context.Background(), []string{"forward", instance, "0:80"}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "access denied: the credentials were refused") {
+		t.Errorf("denied credentials: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	code = run(context.Background(), []string{"forward", instance, "0:80"}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "no AWS credentials") {
+		t.Errorf("no credentials: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestForwardServesHealthMetricsAndShutsDownCleanly(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	health, metrics := freeAddr(t), freeAddr(t)
+	out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + echoPort(t), "--health-addr", health,
+		"--metrics-addr", metrics, "--sessions", "2", "--rate", "0", "--reason", "acceptance test"})
+	var local string
+	waitFor(t, "the Forwarding line", 30*time.Second, func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("exited early with %d: %s", code, errb.String())
+		default:
+		}
+		s := out.String()
+		if i := strings.Index(s, "Forwarding from "); i >= 0 {
+			if j := strings.Index(s[i:], " -> "); j >= 0 {
+				local = s[i+len("Forwarding from ") : i+j]
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "/readyz 200", 10*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
+	if httpStatus(health, "/healthz") != 200 {
+		t.Error("/healthz not 200")
+	}
+	c, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo through the CLI: %q %v", buf, err)
+	}
+	c.Close()
+	body := httpGet(t, metrics, "/metrics")
+	for _, want := range []string{"ssmtunnel_ready 1", "ssmtunnel_streams_total{", "ssmtunnel_bytes_total{", "ssmtunnel_rtt_seconds{",
+		"ssmtunnel_resumes_total{", "ssmtunnel_retransmits_total{", `session="1"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if rs := emu.Stats().Reasons; len(rs) != 2 || rs[0] != "acceptance test" {
+		t.Errorf("reasons %q", rs)
+	}
+	cancel() // SIGTERM
+	if code := waitExit(t, done, 30*time.Second, errb); code != exitOK {
+		t.Errorf("exit code %d after SIGTERM, want 0; stderr:\n%s", code, errb.String())
+	}
+	if n := emu.Stats().APICalls["TerminateSession"]; n != 2 {
+		t.Errorf("TerminateSession called %d times, want 2", n)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpStatus(addr, path string) int {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func httpGet(t *testing.T, addr, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling external state with a deadline
+	}
+}
