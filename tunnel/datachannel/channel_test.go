@@ -2,8 +2,17 @@ package datachannel
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -52,5 +61,460 @@ func TestPipeDelivery(t *testing.T) {
 	s := c.Stats()
 	if s.FramesSent == 0 || s.AcksReceived < s.FramesSent || s.BadFrames != 0 {
 		t.Fatalf("unexpected client stats %+v", s)
+	}
+}
+
+// wsPair connects a client Channel through DialClient to a server-side websocket Transport attached to an
+// agent Channel, over a real httptest server on loopback.
+func wsPair(t *testing.T, client, agent *Channel) {
+	t.Helper()
+	srvT := make(chan Transport, 1)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			t.Errorf("upgrade: %v", err)
+			return
+		}
+		mt, open, err := conn.ReadMessage()
+		if err != nil || mt != websocket.TextMessage {
+			t.Errorf("OpenDataChannel: type %d err %v", mt, err)
+			return
+		}
+		var in message.OpenDataChannelInput
+		if err := json.Unmarshal(open, &in); err != nil || in.TokenValue != "tok" || in.ClientID != "cid" || in.ClientVersion != ClientVersion {
+			t.Errorf("OpenDataChannel %s: %v", open, err)
+		}
+		srvT <- NewWebsocketTransport(conn, WebsocketOptions{})
+	}))
+	t.Cleanup(srv.Close)
+	tr, err := DialClient(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/data-channel/s-1", "tok", "cid", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Attach(tr)
+	agent.Attach(<-srvT)
+}
+
+func TestTransportMatrix(t *testing.T) {
+	const n = 1 << 20
+	t.Run("pipe", func(t *testing.T) {
+		c, a := newPipePair(t, nil)
+		transferBoth(t, c, a, n, nil)
+	})
+	t.Run("websocket", func(t *testing.T) {
+		c, a := mustNew(t, Config{Role: RoleClient}), mustNew(t, Config{Role: RoleAgent})
+		wsPair(t, c, a)
+		transferBoth(t, c, a, n, nil)
+	})
+	t.Run("lossy", func(t *testing.T) {
+		c, a := mustNew(t, Config{Role: RoleClient}), mustNew(t, Config{Role: RoleAgent})
+		x, y := Pipe(0)
+		lx, ly := newLossy(x, 1, 0.05, 0.05), newLossy(y, 2, 0.05, 0.05)
+		c.Attach(lx)
+		a.Attach(ly)
+		transferBoth(t, c, a, n/2, nil)
+		lx.mu.Lock()
+		dropped := lx.dropped
+		lx.mu.Unlock()
+		s := c.Stats()
+		if dropped == 0 || s.Retransmits == 0 {
+			t.Fatalf("lossy transport did not exercise recovery: dropped %d, retransmits %d", dropped, s.Retransmits)
+		}
+		if a.Stats().Duplicates == 0 && a.Stats().OutOfOrder == 0 {
+			t.Fatalf("no duplicates or reordering seen by the receiver: %+v", a.Stats())
+		}
+		t.Logf("client stats: %+v", s)
+	})
+}
+
+// TestTransportSwap kills the transport five times mid-transfer and attaches a fresh one, as the client
+// does after ResumeSession: nothing is lost or duplicated.
+func TestTransportSwap(t *testing.T) {
+	c, a := mustNew(t, Config{Role: RoleClient}), mustNew(t, Config{Role: RoleAgent})
+	x, y := Pipe(0)
+	c.Attach(x)
+	a.Attach(y)
+	const n = 2 << 20
+	kills := make(chan int, 8)
+	current := x
+	swapped := 0
+	progress := func(got int) {
+		if swapped < 5 && got > (swapped+1)*n/7 {
+			swapped++
+			kills <- got
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5 {
+			select {
+			case <-kills:
+			case <-time.After(60 * time.Second):
+				return
+			}
+			_ = current.Close() // both ends die, like a dropped websocket
+			for _, ch := range []*Channel{c, a} {
+				select {
+				case <-ch.TransportFailed():
+				case <-time.After(10 * time.Second):
+					t.Errorf("%v: TransportFailed not signalled", ch.Role())
+					return
+				}
+			}
+			nx, ny := Pipe(0)
+			current = nx
+			c.Attach(nx)
+			a.Attach(ny)
+		}
+	}()
+	transferBoth(t, c, a, n, progress)
+	<-done
+	if got := c.Stats().Transports; got != 6 {
+		t.Fatalf("client saw %d transports, want 6", got)
+	}
+	if c.Stats().TransportFailures < 5 {
+		t.Fatalf("client saw %d transport failures, want ≥ 5", c.Stats().TransportFailures)
+	}
+}
+
+func TestRTTEstimator(t *testing.T) {
+	e := newRTTEstimator()
+	if e.srtt != 100*time.Millisecond || e.rttvar != 0 || e.effective() != 200*time.Millisecond {
+		t.Fatalf("initial state %+v", e)
+	}
+	// §7.3 by hand: R = 20 ms. RTTVAR = ¾·0 + ¼·|100−20| = 20; SRTT = ⅞·100 + ⅛·20 = 90; RTO = 90 + max(10, 80) = 170.
+	e.sample(20 * time.Millisecond)
+	if e.rttvar != 20*time.Millisecond || e.srtt != 90*time.Millisecond || e.rto != 170*time.Millisecond {
+		t.Fatalf("after one sample: %+v", e)
+	}
+	// Converges on a steady 1 ms RTT to SRTT+10 ms (clock granularity floor).
+	for range 200 {
+		e.sample(time.Millisecond)
+	}
+	if e.rto < 11*time.Millisecond || e.rto > 12*time.Millisecond {
+		t.Fatalf("steady-state RTO %v, want ≈ 11 ms", e.rto)
+	}
+	// Capped at 1 s.
+	for range 50 {
+		e.sample(5 * time.Second)
+	}
+	if e.rto != time.Second {
+		t.Fatalf("RTO %v, want the 1 s cap", e.rto)
+	}
+	// Backoff doubles and caps; a sample clears it.
+	e = newRTTEstimator()
+	e.timedOut()
+	if e.effective() != 400*time.Millisecond {
+		t.Fatalf("after one timeout %v, want 400ms", e.effective())
+	}
+	for range 10 {
+		e.timedOut()
+	}
+	if e.effective() != time.Second {
+		t.Fatalf("backoff %v, want 1 s cap", e.effective())
+	}
+	e.sample(100 * time.Millisecond)
+	if e.backoff != 0 || e.effective() != e.rto {
+		t.Fatalf("sample did not clear backoff: %+v", e)
+	}
+}
+
+func rawPair(t *testing.T, cfg Config) (*Channel, *rawPeer) {
+	t.Helper()
+	ch := mustNew(t, cfg)
+	x, y := Pipe(1024)
+	ch.Attach(x)
+	typ := message.OutputStreamData
+	if cfg.Role == RoleAgent {
+		typ = message.InputStreamData
+	}
+	return ch, &rawPeer{t: t, tr: y, typ: typ}
+}
+
+// TestRetransmitEveryOverdueFrame checks on virtual time that every overdue frame is resent (not only the
+// oldest), that a resend updates the send time, and that an acked frame is not resent.
+func TestRetransmitEveryOverdueFrame(t *testing.T) {
+	clk := newFakeClock()
+	ch, peer := rawPair(t, Config{Role: RoleClient, Clock: clk})
+	ctx := context.Background()
+	t0 := clk.Now()
+	for i := range 5 {
+		if err := ch.Send(ctx, message.PayloadOutput, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := make([]message.Message, 5)
+	for i := range first {
+		first[i] = peer.read()
+		if first[i].SequenceNumber != int64(i) || first[i].Type != message.InputStreamData || first[i].Flags != 0 {
+			t.Fatalf("frame %d: %s seq %d flags %d", i, first[i].Type, first[i].SequenceNumber, first[i].Flags)
+		}
+	}
+	clk.waitTimerAt(t, t0.Add(200*time.Millisecond)) // initial RTO (§7.3)
+	clk.Advance(200 * time.Millisecond)
+	for i := range 5 {
+		if m := peer.read(); m.SequenceNumber != int64(i) {
+			t.Fatalf("resend %d has seq %d", i, m.SequenceNumber)
+		}
+	}
+	waitFor(t, "5 retransmits", func() bool { return ch.Stats().Retransmits == 5 })
+	// Backoff doubled the RTO; the deadline counts from the resend, not the first send.
+	clk.waitTimerAt(t, t0.Add(600*time.Millisecond))
+	peer.ack(first[2])
+	waitFor(t, "ack of seq 2", func() bool { return ch.Stats().InFlightFrames == 4 })
+	clk.Advance(400 * time.Millisecond)
+	for _, want := range []int64{0, 1, 3, 4} {
+		if m := peer.read(); m.SequenceNumber != want {
+			t.Fatalf("second resend: seq %d, want %d", m.SequenceNumber, want)
+		}
+	}
+	for _, i := range []int{0, 1, 3, 4} {
+		peer.ack(first[i])
+	}
+	if err := ch.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := ch.Stats(); s.Retransmits != 9 || s.InFlightBytes != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestWindowBackpressure(t *testing.T) {
+	frame := message.HeaderSize + 100
+	ch, peer := rawPair(t, Config{Role: RoleAgent, MaxPayloadSize: 100, MaxInFlightBytes: 4 * frame, Clock: newFakeClock()}) // virtual time: no retransmits
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sent := make(chan error, 1)
+	go func() { sent <- ch.Send(ctx, message.PayloadOutput, make([]byte, 1000)) }() // 10 frames
+	var got []message.Message
+	for range 4 {
+		got = append(got, peer.read())
+	}
+	if got[0].Flags != message.FlagSYN {
+		t.Fatalf("agent's seq 0 must carry SYN (§6.4), flags %d", got[0].Flags)
+	}
+	select {
+	case err := <-sent:
+		t.Fatalf("Send returned (%v) with a full window", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if s := ch.Stats(); s.InFlightFrames != 4 || s.InFlightBytes != 4*frame {
+		t.Fatalf("window not full: %+v", s)
+	}
+	peer.ack(got[0])
+	if m := peer.read(); m.SequenceNumber != 4 {
+		t.Fatalf("after one ack got seq %d, want 4", m.SequenceNumber)
+	} else {
+		got = append(got, m)
+	}
+	for i := 1; i < 10; i++ {
+		peer.ack(got[i])
+		if i+4 < 10 {
+			got = append(got, peer.read())
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A blocked Send honours its context.
+	ch2, _ := rawPair(t, Config{Role: RoleAgent, MaxPayloadSize: 100, MaxInFlightBytes: frame})
+	cctx, ccancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- ch2.Send(cctx, message.PayloadOutput, make([]byte, 300)) }()
+	waitFor(t, "first frame in flight", func() bool { return ch2.Stats().InFlightFrames == 1 })
+	ccancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("blocked Send returned %v, want context.Canceled", err)
+	}
+}
+
+func TestTokenBucket(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := newTokenBucket(1000, 100, now)
+	if w := b.take(now, 100); w != 0 {
+		t.Fatalf("full bucket should allow a burst, wait %v", w)
+	}
+	if w := b.take(now, 50); w != 50*time.Millisecond {
+		t.Fatalf("wait %v, want 50ms", w)
+	}
+	if w := b.take(now.Add(50*time.Millisecond), 50); w != 0 {
+		t.Fatalf("after refill wait %v", w)
+	}
+	if newTokenBucket(0, 0, now).take(now, 1<<30) != 0 {
+		t.Fatal("rate 0 must be unlimited")
+	}
+}
+
+// TestRateLimitAccuracy measures the pace of Send on virtual time: 200 KB at 100 KB/s takes 2 s minus the
+// burst, exactly, whatever the machine's load.
+func TestRateLimitAccuracy(t *testing.T) {
+	clk := newFakeClock()
+	ch := mustNew(t, Config{Role: RoleClient, Clock: clk, Rate: 100_000, Burst: 1024, MaxInFlightBytes: 1 << 20})
+	// No transport: frames queue in the window, so only the bucket paces Send.
+	const total = 200_000
+	start := clk.Now()
+	done := make(chan error, 1)
+	go func() { done <- ch.Send(context.Background(), message.PayloadOutput, make([]byte, total)) }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			el := clk.Now().Sub(start)
+			want := time.Duration(float64(total-1024) / 100_000 * float64(time.Second))
+			if d := el - want; d < -10*time.Millisecond || d > 10*time.Millisecond {
+				t.Fatalf("sending %d bytes at 100 KB/s took %v of virtual time, want %v ± 10ms", total, el, want)
+			}
+			if s := ch.Stats(); s.InFlightFrames != (total+1023)/1024 {
+				t.Fatalf("queued %d frames", s.InFlightFrames)
+			}
+			return
+		default:
+		}
+		// Advance to the earliest pending timer (the bucket's wait).
+		var next time.Time
+		clk.waitUntil(t, "a pacing timer or Send to finish", func() bool {
+			p := clk.pending()
+			if len(p) == 0 {
+				return len(done) > 0
+			}
+			next = p[0]
+			for _, q := range p {
+				if q.Before(next) {
+					next = q
+				}
+			}
+			return true
+		})
+		if !next.IsZero() {
+			clk.Advance(next.Sub(clk.Now()))
+		}
+	}
+}
+
+func TestPauseAndStartPublication(t *testing.T) {
+	ch, peer := rawPair(t, Config{Role: RoleClient})
+	ctx := context.Background()
+	peer.write(message.Message{Type: message.PausePublication, MessageID: message.NewID()})
+	waitFor(t, "pause", func() bool { return ch.Stats().Paused })
+	if err := ch.Send(ctx, message.PayloadOutput, []byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	peer.readNone(150 * time.Millisecond)
+	peer.write(message.Message{Type: message.StartPublication, MessageID: message.NewID()})
+	m := peer.read()
+	if m.SequenceNumber != 0 || string(m.Payload) != "held" {
+		t.Fatalf("after start_publication got seq %d %q", m.SequenceNumber, m.Payload)
+	}
+	peer.ack(m)
+	// Inbound data also clears a pause (§10.1).
+	peer.write(message.Message{Type: message.PausePublication, MessageID: message.NewID()})
+	waitFor(t, "pause", func() bool { return ch.Stats().Paused })
+	if err := ch.Send(ctx, message.PayloadOutput, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	peer.sendData(0, message.PayloadOutput, []byte("hello"))
+	var data, ack bool
+	for !(data && ack) {
+		m := peer.read()
+		switch m.Type {
+		case message.Acknowledge:
+			ack = ackSeq(t, m) == 0
+		case message.InputStreamData:
+			data = m.SequenceNumber == 1
+		}
+	}
+}
+
+func TestChannelClosed(t *testing.T) {
+	ch, peer := rawPair(t, Config{Role: RoleClient})
+	peer.sendData(0, message.PayloadOutput, []byte("last words"))
+	out := "Your session timed out due to inactivity and has been terminated."
+	payload, _ := json.Marshal(message.ChannelClosedPayload{SessionID: "s-1", Output: out, MessageType: "channel_closed", SchemaVersion: 1})
+	peer.write(message.Message{Type: message.ChannelClosed, MessageID: message.NewID(), Payload: payload})
+	select {
+	case <-ch.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed")
+	}
+	var cce *ChannelClosedError
+	if err := ch.Err(); !errors.As(err, &cce) || cce.Output != out || cce.SessionID != "s-1" {
+		t.Fatalf("Err() = %v, want *ChannelClosedError with the service's Output", err)
+	}
+	// Data received before the close is still delivered, then the terminal error.
+	ctx := context.Background()
+	if _, p, err := ch.Receive(ctx); err != nil || string(p) != "last words" {
+		t.Fatalf("Receive = %q, %v", p, err)
+	}
+	if _, _, err := ch.Receive(ctx); !errors.As(err, &cce) {
+		t.Fatalf("Receive after close = %v", err)
+	}
+	if err := ch.Send(ctx, message.PayloadOutput, []byte("x")); !errors.As(err, &cce) {
+		t.Fatalf("Send after close = %v", err)
+	}
+	select {
+	case err := <-ch.TransportFailed():
+		t.Fatalf("channel_closed reported as a transport failure: %v", err)
+	default:
+	}
+}
+
+func TestDuplicateReacked(t *testing.T) {
+	ch, peer := rawPair(t, Config{Role: RoleAgent})
+	peer.sendData(0, message.PayloadOutput, []byte("a"))
+	if s := ackSeq(t, peer.read()); s != 0 {
+		t.Fatalf("ack seq %d", s)
+	}
+	peer.sendData(0, message.PayloadOutput, []byte("a")) // duplicate: the plugin would stay silent (§7.2)
+	if s := ackSeq(t, peer.read()); s != 0 {
+		t.Fatalf("re-ack seq %d", s)
+	}
+	peer.sendData(2, message.PayloadOutput, []byte("c")) // ahead: buffered and acked
+	if s := ackSeq(t, peer.read()); s != 2 {
+		t.Fatalf("ack seq %d", s)
+	}
+	peer.sendData(1, message.PayloadOutput, []byte("b"))
+	if s := ackSeq(t, peer.read()); s != 1 {
+		t.Fatalf("ack seq %d", s)
+	}
+	got, err := receiveN(context.Background(), ch, 3, nil)
+	if err != nil || string(got) != "abc" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if s := ch.Stats(); s.Duplicates != 1 || s.OutOfOrder != 1 || s.FramesReceived != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestSlowConsumer fills the bounded receive queue: further data is dropped without an ack while acks of
+// the channel's own frames keep being processed, and everything arrives once the consumer reads.
+func TestSlowConsumer(t *testing.T) {
+	c, a := newPipePair(t, func(cfg *Config) { cfg.ReceiveBufferBytes = 8 << 10; cfg.OutOfOrderBytes = 8 << 10 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	data := randomBytes(t, 256<<10)
+	errc := make(chan error, 1)
+	go func() { errc <- sendAll(ctx, c, data, 3) }()
+	waitFor(t, "receiver drops", func() bool { return a.Stats().DroppedFull > 0 })
+	// The agent's own sends are still acknowledged while its receive queue is full.
+	if err := a.Send(ctx, message.PayloadOutput, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := receiveN(ctx, a, len(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "slow consumer", got, data)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
