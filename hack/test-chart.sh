@@ -92,9 +92,12 @@ expect "$out" 'image: "registry\.example\.com/platform/ssmtunnel:v1\.2\.3"$' "op
 expect "$out" 'imagePullPolicy: Always$' "pull policy"
 expect "$out" '- --tunnel-image=registry\.example\.com/platform/ssmtunnel-tunnel:v1\.2\.3-tunnel$' "tunnel image override"
 expect "$out" '- --aws-endpoint-url=https://vpce-0123456789abcdef0-abcdefgh\.ssm\.eu-west-1\.vpce\.amazonaws\.com$' "endpoint URL flag"
-expect "$out" 'value: "https://vpce-0123456789abcdef0-abcdefgh' "endpoint URL for the operator's own SDK"
 expect "$out" 'eks\.amazonaws\.com/role-arn: arn:aws:iam::111122223333:role/ssmtunnel-operator' "operator IRSA annotation"
-expect "$out" 'ssmtunnel-tunnel' "tunnel IRSA role passed on"
+expect "$out" '- --tunnel-service-account-annotations=eks\.amazonaws\.com/role-arn=arn:aws:iam::111122223333:role/ssmtunnel-tunnel$' "tunnel IRSA role passed on"
+expect "$out" '- --default-tunnel-service-account=app-tunnel$' "tunnel ServiceAccount name"
+expect "$out" '- --tunnel-credentials-secret=team-aws-keys$' "tunnel credentials Secret"
+expect "$out" '- --drain-timeout=45s$' "drain timeout"
+expect "$out" '- --default-region=eu-west-1$' "default region"
 expect "$out" '- --watch-namespaces=team-a,team-b$' "watched namespaces"
 expect "$out" '- --metrics-bind-address=:9443$' "metrics port"
 expect "$out" 'containerPort: 9081$' "health port"
@@ -140,6 +143,7 @@ reject "/tunnelServiceAccount/name" --set tunnelServiceAccount.name=Bad_Name
 reject "/tunnelServiceAccount/annotations/eks.amazonaws.com~1role-arn" \
   --set 'tunnelServiceAccount.annotations.eks\.amazonaws\.com/role-arn=12'
 reject "/tunnel/drainTimeout" --set tunnel.drainTimeout=20
+reject "/tunnelServiceAccount/annotations/a" --set 'tunnelServiceAccount.annotations.a=x\,y'
 reject "/tunnel/image/tag" --set tunnel.image.repository=x/y --set tunnel.image.tag=latest
 reject "/watchNamespaces/0" --set 'watchNamespaces[0]=Team_A'
 reject "/extraArgs/0" --set 'extraArgs[0]=leader-elect'

@@ -904,7 +904,7 @@ func (s *suite) operatorRBAC(ctx context.Context, t *testing.T) {
 		// What it must be able to do (proves the impersonation is evaluated against real bindings).
 		{[]string{"create", "deployments.apps", "-n", nsApps}, "yes"},
 		{[]string{"list", "portforwards.ssmtunnel.io", "--all-namespaces"}, "yes"},
-		{[]string{"update", "portforwards.ssmtunnel.io/status", "-n", nsApps}, "yes"},
+		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=status", "-n", nsApps}, "yes"},
 	} {
 		got := canI(c.args...)
 		t.Logf("kubectl auth can-i %s --as %s: %s", strings.Join(c.args, " "), as, got)

@@ -59,7 +59,3 @@ app.kubernetes.io/component: operator
 {{- include "ssmtunnel.image" . }}
 {{- end }}
 {{- end }}
-
-{{- define "ssmtunnel.tunnelPullPolicy" -}}
-{{- .Values.tunnel.image.pullPolicy | default .Values.image.pullPolicy }}
-{{- end }}
