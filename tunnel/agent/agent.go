@@ -7,11 +7,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
@@ -60,6 +63,8 @@ type Config struct {
 	// AllowedDestinations restricts destination addresses. Empty means loopback only (127.0.0.0/8, ::1).
 	// The link-local metadata addresses (DeniedDestinations) are refused whatever this says.
 	AllowedDestinations []netip.Prefix
+	// Resolver for properties.host, default net.DefaultResolver.
+	Resolver Resolver
 	// Dialer, default a *net.Dialer.
 	Dialer Dialer
 	// Logger, default discard.
@@ -94,10 +99,271 @@ func (c Config) Validate() error {
 	return nil
 }
 
+func (c Config) withDefaults() Config {
+	if c.AgentVersion == "" {
+		c.AgentVersion = DefaultAgentVersion
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.Dialer == nil {
+		c.Dialer = &net.Dialer{}
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Resolver looks up destination host names; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Mode is how the session carries connections (§9.2).
+type Mode int
+
+const (
+	// ModeBasic carries one destination connection at a time as raw bytes (§9.3).
+	ModeBasic Mode = iota + 1
+	// ModeMux carries an smux v1 session, one stream per client connection (§9.4).
+	ModeMux
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeBasic:
+		return "basic"
+	case ModeMux:
+		return "mux"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// SelectMode applies the agent's rules of §9.2: mux iff the session type is LocalPortForwarding, the agent
+// is newer than 3.0.196.0 (older agents predate smux) and the client is at least 1.1.70; smux keepalive is
+// disabled iff the client is newer than 1.2.331.0. A plugin built from source reports 1.2.0.0 and so gets
+// keepalive on while it disables its own — issue #93, reproduced on purpose.
+func SelectMode(props message.PortParameters, agentVersion, clientVersion message.Version) (mode Mode, keepAliveDisabled bool) {
+	mode = ModeBasic
+	if props.Type == message.LocalPortForwarding &&
+		agentVersion.Compare(message.LastBasicAgentVersion) > 0 &&
+		clientVersion.Compare(message.MinMuxClientVersion) >= 0 {
+		mode = ModeMux
+	}
+	return mode, clientVersion.Compare(message.ClientKeepAliveOffAbove) > 0
+}
+
+// lenientVersion parses a client version the way the agent's versionutil compares it: numeric components,
+// missing ones zero; anything unparsable (including empty) is the lowest version.
+func lenientVersion(s string) message.Version {
+	var v message.Version
+	if s == "" {
+		return v
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) > 4 {
+		return message.Version{}
+	}
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return message.Version{}
+		}
+		v[i] = n
+	}
+	return v
+}
+
+// Policy decides which destination addresses a session may reach (§9.1).
+type policy struct {
+	allowed []netip.Prefix
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+func newPolicy(allowed []netip.Prefix) policy {
+	if len(allowed) == 0 {
+		allowed = loopback
+	}
+	return policy{allowed: allowed}
+}
+
+// check returns nil if addr may be dialled.
+func (p policy) check(addr netip.Addr) error {
+	addr = addr.Unmap()
+	for _, d := range DeniedDestinations {
+		if addr == d {
+			return fmt.Errorf("%w: forwarding to IP address %s is forbidden (link-local service address)", ErrDestinationForbidden, addr)
+		}
+	}
+	for _, pr := range p.allowed {
+		if pr.Contains(addr) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: forwarding to IP address %s is not allowed (allowed: %v)", ErrDestinationForbidden, addr, p.allowed)
+}
+
+// resolveDestination resolves host once at session start, like the agent, and checks every address: one
+// denied address fails the session (§9.1).
+func resolveDestination(ctx context.Context, cfg Config) ([]string, error) {
+	host := cfg.Properties.Host
+	if host == "" {
+		host = "localhost"
+	}
+	port, err := strconv.ParseUint(cfg.Properties.PortNumber, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("agent: portNumber %q is not a TCP port (1-65535)", cfg.Properties.PortNumber)
+	}
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+		addrs, err = cfg.Resolver.LookupNetIP(rctx, "ip", host)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("agent: resolve destination host %q: %w", host, err)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("agent: destination host %q has no addresses", host)
+	}
+	pol := newPolicy(cfg.AllowedDestinations)
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		if err := pol.check(a); err != nil {
+			return nil, err
+		}
+		out = append(out, net.JoinHostPort(a.Unmap().String(), strconv.FormatUint(port, 10)))
+	}
+	return out, nil
+}
+
+// dial tries each resolved address in turn within one DialTimeout.
+func dial(ctx context.Context, cfg Config, addrs []string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var firstErr error
+	for _, a := range addrs {
+		conn, err := cfg.Dialer.DialContext(ctx, "tcp", a)
+		if err == nil {
+			return conn, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, fmt.Errorf("agent: dial destination: %w", firstErr)
+}
+
 // Serve runs one port session on ch, which must have role Agent and an attached (or soon attached)
-// transport. It returns nil when the client ends the session with FlagTerminateSession (or, in basic
-// non-LocalPortForwarding mode, when the destination closes), ctx.Err() when ctx is done, the channel's
-// error when the channel ends, and a handshake error otherwise. It does not close ch.
+// transport. It returns nil when the client ends the session with FlagTerminateSession (or, in basic mode
+// without LocalPortForwarding, when the destination closes), ctx.Err() when ctx is done, the channel's
+// error when the channel ends, and a handshake or destination error otherwise. It does not close ch.
 func Serve(ctx context.Context, ch *datachannel.Channel, cfg Config) error {
-	return errors.New("agent: not implemented")
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if ch.Role() != datachannel.RoleAgent {
+		return fmt.Errorf("%w: the channel must have role agent, has %v", ErrInvalidConfig, ch.Role())
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	agentVersion := message.MustParseVersion(cfg.AgentVersion) // validated
+
+	// §9.1: the destination is resolved and checked at session start; a forbidden one fails the session.
+	addrs, err := resolveDestination(ctx, cfg)
+	if err != nil {
+		return err
+	}
+
+	clientVersion, took, err := handshake(ctx, ch, cfg)
+	if err != nil {
+		return err
+	}
+	mode, keepAliveOff := SelectMode(cfg.Properties, agentVersion, clientVersion)
+	log.Info("Port session started", "mode", mode.String(), "clientVersion", clientVersion.String(),
+		"smuxKeepAliveDisabled", keepAliveOff, "handshake", took)
+
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &session{parent: parent, ctx: ctx, cancel: cancel, ch: ch, cfg: cfg, log: log, addrs: addrs}
+	if mode == ModeMux {
+		return s.serveMux(keepAliveOff)
+	}
+	return s.serveBasic()
+}
+
+// handshake sends the HandshakeRequest, waits for the response (discarding data that arrives first, like
+// the agent) and sends HandshakeComplete (§8).
+func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (message.Version, time.Duration, error) {
+	start := time.Now()
+	params, err := json.Marshal(message.SessionTypeRequest{SessionType: message.SessionTypePort, Properties: cfg.Properties})
+	if err != nil {
+		return message.Version{}, 0, fmt.Errorf("agent: encode handshake: %w", err)
+	}
+	req, err := json.Marshal(message.HandshakeRequest{
+		AgentVersion:           cfg.AgentVersion,
+		RequestedClientActions: []message.RequestedClientAction{{ActionType: message.ActionSessionType, ActionParameters: params}},
+	})
+	if err != nil {
+		return message.Version{}, 0, fmt.Errorf("agent: encode handshake: %w", err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	if err := ch.Send(hctx, message.PayloadHandshakeRequest, req); err != nil {
+		return message.Version{}, 0, handshakeErr(ctx, hctx, err)
+	}
+	var resp message.HandshakeResponse
+	for {
+		pt, p, err := ch.Receive(hctx)
+		if err != nil {
+			return message.Version{}, 0, handshakeErr(ctx, hctx, err)
+		}
+		if pt != message.PayloadHandshakeResponse {
+			cfg.Logger.Debug("Discarding data received before the handshake completed", "payloadType", pt.String())
+			continue
+		}
+		if err := message.DecodeJSON(pt, p, &resp); err != nil {
+			return message.Version{}, 0, fmt.Errorf("%w: %w", ErrHandshakeFailed, err)
+		}
+		break
+	}
+	sessionTypeOK := false
+	for _, a := range resp.ProcessedClientActions {
+		if a.ActionStatus != message.ActionSuccess {
+			return message.Version{}, 0, fmt.Errorf("%w: action %s has status %d: %s", ErrHandshakeFailed, a.ActionType, a.ActionStatus, a.Error)
+		}
+		if a.ActionType == message.ActionSessionType {
+			sessionTypeOK = true
+		}
+	}
+	if !sessionTypeOK {
+		return message.Version{}, 0, fmt.Errorf("%w: the client did not process the SessionType action", ErrHandshakeFailed)
+	}
+	took := time.Since(start)
+	done, err := json.Marshal(message.HandshakeComplete{HandshakeTimeToComplete: took, CustomerMessage: cfg.CustomerMessage})
+	if err != nil {
+		return message.Version{}, 0, fmt.Errorf("agent: encode handshake complete: %w", err)
+	}
+	if err := ch.Send(ctx, message.PayloadHandshakeComplete, done); err != nil {
+		return message.Version{}, 0, err
+	}
+	return lenientVersion(resp.ClientVersion), took, nil
+}
+
+func handshakeErr(ctx, hctx context.Context, err error) error {
+	if ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		return ErrHandshakeTimeout
+	}
+	return err
 }
