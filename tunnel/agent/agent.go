@@ -323,7 +323,7 @@ func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (messag
 	if err := ch.Send(hctx, message.PayloadHandshakeRequest, req); err != nil {
 		return message.Version{}, 0, handshakeErr(ctx, hctx, err)
 	}
-	var resp message.HandshakeResponse
+	var clientVersion message.Version
 	for {
 		pt, p, err := ch.Receive(hctx)
 		if err != nil {
@@ -333,22 +333,11 @@ func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (messag
 			cfg.Logger.Debug("Discarding data received before the handshake completed", "payloadType", pt.String())
 			continue
 		}
-		if err := message.DecodeJSON(pt, p, &resp); err != nil {
-			return message.Version{}, 0, fmt.Errorf("%w: %w", ErrHandshakeFailed, err)
+		clientVersion, err = checkHandshakeResponse(p)
+		if err != nil {
+			return message.Version{}, 0, err
 		}
 		break
-	}
-	sessionTypeOK := false
-	for _, a := range resp.ProcessedClientActions {
-		if a.ActionStatus != message.ActionSuccess {
-			return message.Version{}, 0, fmt.Errorf("%w: action %s has status %d: %s", ErrHandshakeFailed, a.ActionType, a.ActionStatus, a.Error)
-		}
-		if a.ActionType == message.ActionSessionType {
-			sessionTypeOK = true
-		}
-	}
-	if !sessionTypeOK {
-		return message.Version{}, 0, fmt.Errorf("%w: the client did not process the SessionType action", ErrHandshakeFailed)
 	}
 	took := time.Since(start)
 	done, err := json.Marshal(message.HandshakeComplete{HandshakeTimeToComplete: took, CustomerMessage: cfg.CustomerMessage})
@@ -358,7 +347,7 @@ func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (messag
 	if err := ch.Send(ctx, message.PayloadHandshakeComplete, done); err != nil {
 		return message.Version{}, 0, err
 	}
-	return lenientVersion(resp.ClientVersion), took, nil
+	return clientVersion, took, nil
 }
 
 func handshakeErr(ctx, hctx context.Context, err error) error {
@@ -366,4 +355,27 @@ func handshakeErr(ctx, hctx context.Context, err error) error {
 		return ErrHandshakeTimeout
 	}
 	return err
+}
+
+// checkHandshakeResponse decodes the client's HandshakeResponse (§8.3): every action must have succeeded
+// (the agent treats any other status as failure), the SessionType action among them. It returns the client
+// version, read leniently like the agent does.
+func checkHandshakeResponse(p []byte) (message.Version, error) {
+	var resp message.HandshakeResponse
+	if err := message.DecodeJSON(message.PayloadHandshakeResponse, p, &resp); err != nil {
+		return message.Version{}, fmt.Errorf("%w: %w", ErrHandshakeFailed, err)
+	}
+	sessionTypeOK := false
+	for _, a := range resp.ProcessedClientActions {
+		if a.ActionStatus != message.ActionSuccess {
+			return message.Version{}, fmt.Errorf("%w: action %s has status %d: %s", ErrHandshakeFailed, a.ActionType, a.ActionStatus, a.Error)
+		}
+		if a.ActionType == message.ActionSessionType {
+			sessionTypeOK = true
+		}
+	}
+	if !sessionTypeOK {
+		return message.Version{}, fmt.Errorf("%w: the client did not process the SessionType action", ErrHandshakeFailed)
+	}
+	return lenientVersion(resp.ClientVersion), nil
 }

@@ -43,6 +43,9 @@ func BenchmarkPipeThroughput(b *testing.B) {
 			if err := <-done; err != nil {
 				b.Fatal(err)
 			}
+			s := c.Stats()
+			b.ReportMetric(float64(s.Retransmits)/float64(s.FramesSent), "rexmit/frame")
+			b.ReportMetric(float64(s.SRTT.Microseconds()), "srtt-µs")
 		})
 	}
 }

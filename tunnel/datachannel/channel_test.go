@@ -498,7 +498,7 @@ func TestSlowConsumer(t *testing.T) {
 	c, a := newPipePair(t, func(cfg *Config) { cfg.ReceiveBufferBytes = 8 << 10; cfg.OutOfOrderBytes = 8 << 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	data := randomBytes(t, 256<<10)
+	data := randomBytes(t, 64<<10)
 	errc := make(chan error, 1)
 	go func() { errc <- sendAll(ctx, c, data, 3) }()
 	waitFor(t, "receiver drops", func() bool { return a.Stats().DroppedFull > 0 })

@@ -49,3 +49,29 @@ func FuzzChannelInput(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAnswerHandshake: the client's HandshakeRequest decoder never panics; a request it accepts is a Port
+// session from a four-part agent version, and every requested action is answered with a real status.
+func FuzzAnswerHandshake(f *testing.F) {
+	f.Add([]byte(`{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"localPortNumber":"9000","portNumber":"80","type":"LocalPortForwarding"}}}]}`))
+	f.Add([]byte(`{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"KMSEncryption","ActionParameters":{"KMSKeyId":"k","Challenge":"c"}}]}`))
+	f.Add([]byte(`{"AgentVersion":"3.3","RequestedClientActions":[]}`))
+	f.Add([]byte(`{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":"x"}]}`))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		resp, res, err := answerHandshake(p, ClientVersion)
+		if resp.ClientVersion == "" {
+			if err == nil {
+				t.Fatal("unusable request without an error")
+			}
+			return
+		}
+		for _, a := range resp.ProcessedClientActions {
+			if a.ActionStatus < message.ActionSuccess || a.ActionStatus > message.ActionUnsupported {
+				t.Fatalf("action %q answered with status %d", a.ActionType, a.ActionStatus)
+			}
+		}
+		if err == nil && res.SessionType != message.SessionTypePort {
+			t.Fatalf("accepted session type %q", res.SessionType)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package datachannel
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -41,15 +42,50 @@ func ClientHandshake(ctx context.Context, ch *Channel, clientVersion string) (Ha
 	if pt != message.PayloadHandshakeRequest {
 		return res, fmt.Errorf("%w: expected HandshakeRequest from the agent, got %s", ErrHandshake, pt)
 	}
-	var req message.HandshakeRequest
-	if err := message.DecodeJSON(pt, p, &req); err != nil {
-		return res, fmt.Errorf("%w: %w", ErrHandshake, err)
+	resp, res, failure := answerHandshake(p, clientVersion)
+	if resp.ClientVersion == "" { // the request itself was unusable: nothing to answer
+		return res, fmt.Errorf("%w: %w", ErrHandshake, failure)
 	}
-	res.AgentVersion, err = message.ParseVersion(req.AgentVersion)
+	body, err := json.Marshal(resp)
 	if err != nil {
-		return res, fmt.Errorf("%w: agent version: %w", ErrHandshake, err)
+		return res, fmt.Errorf("%w: encode HandshakeResponse: %w", ErrHandshake, err)
+	}
+	if err := ch.Send(ctx, message.PayloadHandshakeResponse, body); err != nil {
+		return res, fmt.Errorf("%w: send HandshakeResponse: %w", ErrHandshake, err)
+	}
+	if failure != nil {
+		return res, fmt.Errorf("%w: %w", ErrHandshake, failure)
 	}
 
+	pt, p, err = ch.Receive(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%w: waiting for HandshakeComplete: %w", ErrHandshake, err)
+	}
+	if pt != message.PayloadHandshakeComplete {
+		return res, fmt.Errorf("%w: expected HandshakeComplete from the agent, got %s", ErrHandshake, pt)
+	}
+	var done message.HandshakeComplete
+	if err := message.DecodeJSON(pt, p, &done); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	res.CustomerMessage, res.HandshakeTimeToComplete = done.CustomerMessage, done.HandshakeTimeToComplete
+	return res, nil
+}
+
+// answerHandshake decodes a HandshakeRequest payload and builds the response (§8.2–§8.3). A non-nil failure
+// with a response whose ClientVersion is set must still be sent, so the agent learns why; with an empty
+// response the request was unusable (bad JSON, malformed AgentVersion).
+func answerHandshake(p []byte, clientVersion string) (message.HandshakeResponse, HandshakeResult, error) {
+	var res HandshakeResult
+	var req message.HandshakeRequest
+	if err := message.DecodeJSON(message.PayloadHandshakeRequest, p, &req); err != nil {
+		return message.HandshakeResponse{}, res, err
+	}
+	v, err := message.ParseVersion(req.AgentVersion)
+	if err != nil {
+		return message.HandshakeResponse{}, res, fmt.Errorf("agent version: %w", err)
+	}
+	res.AgentVersion = v
 	resp := message.HandshakeResponse{ClientVersion: clientVersion}
 	var failure error
 	sawSessionType := false
@@ -74,40 +110,19 @@ func ClientHandshake(ctx context.Context, ch *Channel, clientVersion string) (Ha
 			sawSessionType = true
 			pa.ActionStatus = message.ActionSuccess
 		default:
+			// Unknown (or KMS, never used for Port, §8.1): Unsupported, with ActionStatus set — the plugin
+			// writes 3 into ActionResult and leaves the status 0 (§8.3).
 			pa.ActionStatus = message.ActionUnsupported
 			pa.Error = fmt.Sprintf("action %q is not supported by this client", a.ActionType)
 			failure = fmt.Errorf("agent requested unsupported action %q", a.ActionType)
 		}
 		resp.ProcessedClientActions = append(resp.ProcessedClientActions, pa)
 	}
+	if failure == nil && !sawSessionType {
+		failure = errors.New("HandshakeRequest has no SessionType action")
+	}
 	if failure != nil {
 		resp.Errors = append(resp.Errors, failure.Error())
 	}
-	body, err := json.Marshal(resp)
-	if err != nil {
-		return res, fmt.Errorf("%w: encode HandshakeResponse: %w", ErrHandshake, err)
-	}
-	if err := ch.Send(ctx, message.PayloadHandshakeResponse, body); err != nil {
-		return res, fmt.Errorf("%w: send HandshakeResponse: %w", ErrHandshake, err)
-	}
-	if failure != nil {
-		return res, fmt.Errorf("%w: %w", ErrHandshake, failure)
-	}
-	if !sawSessionType {
-		return res, fmt.Errorf("%w: HandshakeRequest has no SessionType action", ErrHandshake)
-	}
-
-	pt, p, err = ch.Receive(ctx)
-	if err != nil {
-		return res, fmt.Errorf("%w: waiting for HandshakeComplete: %w", ErrHandshake, err)
-	}
-	if pt != message.PayloadHandshakeComplete {
-		return res, fmt.Errorf("%w: expected HandshakeComplete from the agent, got %s", ErrHandshake, pt)
-	}
-	var done message.HandshakeComplete
-	if err := message.DecodeJSON(pt, p, &done); err != nil {
-		return res, fmt.Errorf("%w: %w", ErrHandshake, err)
-	}
-	res.CustomerMessage, res.HandshakeTimeToComplete = done.CustomerMessage, done.HandshakeTimeToComplete
-	return res, nil
+	return resp, res, failure
 }
