@@ -648,7 +648,7 @@ func (c *Channel) handleFrame(frame []byte) {
 	}
 	switch m.Type {
 	case message.Acknowledge:
-		ack, err := message.DecodeAck(m.Payload)
+		seq, err := ackSequenceNumber(m.Payload)
 		if err != nil {
 			c.mu.Lock()
 			c.stats.BadFrames++
@@ -656,7 +656,7 @@ func (c *Channel) handleFrame(frame []byte) {
 			c.log.Debug("Dropping bad acknowledge", "err", err)
 			return
 		}
-		c.handleAck(ack.AcknowledgedMessageSequenceNumber)
+		c.handleAck(seq)
 	case c.recvType:
 		c.handleData(&m)
 	case message.ChannelClosed:

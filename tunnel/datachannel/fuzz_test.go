@@ -75,3 +75,32 @@ func FuzzAnswerHandshake(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAckSequenceNumber: the fast ack scanner never panics or returns a negative number on arbitrary
+// payloads, and reads back exactly what AppendAckPayload wrote for any sequence number and message type.
+func FuzzAckSequenceNumber(f *testing.F) {
+	m := message.Message{Type: message.OutputStreamData, SequenceNumber: 42, MessageID: message.NewID()}
+	f.Add(message.AppendAckPayload(nil, &m), int64(42), true)
+	f.Add([]byte(`{"AcknowledgedMessageSequenceNumber" : 7 }`), int64(0), false)
+	f.Add([]byte(`{"AcknowledgedMessageSequenceNumber":-1}`), int64(1<<62), true)
+	f.Add([]byte(`{"AcknowledgedMessageSequenceNumber":99999999999999999999}`), int64(-5), false)
+	f.Add([]byte(`{"AcknowledgedMessageSequenceNumber":1.5}`), int64(7), true)
+	f.Add([]byte(`{"AcknowledgedMessageSequenceNumber":"3"}`), int64(3), false)
+	f.Fuzz(func(t *testing.T, p []byte, seq int64, input bool) {
+		if got, err := ackSequenceNumber(p); err == nil && got < 0 {
+			t.Fatalf("negative sequence number %d accepted from %q", got, p)
+		}
+		if seq < 0 {
+			seq = -(seq + 1)
+		}
+		typ := message.OutputStreamData
+		if input {
+			typ = message.InputStreamData
+		}
+		m := message.Message{Type: typ, SequenceNumber: seq, MessageID: message.NewID()}
+		got, err := ackSequenceNumber(message.AppendAckPayload(nil, &m))
+		if err != nil || got != seq {
+			t.Fatalf("ack of seq %d read back as %d (%v)", seq, got, err)
+		}
+	})
+}

@@ -20,7 +20,7 @@ func AppendAckPayload(dst []byte, of *Message) []byte {
 	dst = append(dst, `{"AcknowledgedMessageType":"`...)
 	dst = append(dst, of.Type...)
 	dst = append(dst, `","AcknowledgedMessageId":"`...)
-	dst = append(dst, of.MessageID.String()...)
+	dst = of.MessageID.AppendText(dst)
 	dst = append(dst, `","AcknowledgedMessageSequenceNumber":`...)
 	dst = strconv.AppendInt(dst, of.SequenceNumber, 10)
 	dst = append(dst, `,"IsSequentialMessage":true}`...)

@@ -34,6 +34,13 @@ func idFromWire(b []byte) ID {
 // String is the lowercase hyphenated form that acks carry.
 func (id ID) String() string {
 	var buf [36]byte
+	return string(id.AppendText(buf[:0]))
+}
+
+// AppendText appends the hyphenated form to b without allocating; acks are built on the hot path (one per
+// data frame, §7.1).
+func (id ID) AppendText(b []byte) []byte {
+	var buf [36]byte
 	hex.Encode(buf[0:8], id[0:4])
 	buf[8] = '-'
 	hex.Encode(buf[9:13], id[4:6])
@@ -43,7 +50,7 @@ func (id ID) String() string {
 	hex.Encode(buf[19:23], id[8:10])
 	buf[23] = '-'
 	hex.Encode(buf[24:36], id[10:16])
-	return string(buf[:])
+	return append(b, buf[:]...)
 }
 
 // ParseID reads the hyphenated form.
