@@ -119,7 +119,11 @@ func (b *bench) directVariant(dest string, rtt time.Duration) (*variant, func(),
 // tunnelVariant starts an ssmtunnel forward process to dest (a port on loopback) through the emulator of a
 // pacing, with the emulator's proxy set to rtt. A failure is recorded in the variant, not returned, so the
 // other variants of a scenario still run.
-func (b *bench) tunnelVariant(ctx context.Context, name, pacing, instance, dest string, sessions int, rtt time.Duration) *variant {
+//
+// The client's own pacing follows the emulator's: against pacing agent it runs with its defaults, the real
+// service's 1 KiB frames at ~1 MB/s; against pacing none it is unpaced too (--rate 0) with the 32 KiB frames
+// the unpaced emulator sends, so the figures are the implementation's own limits. extra flags override.
+func (b *bench) tunnelVariant(ctx context.Context, name, pacing, instance, dest string, sessions int, rtt time.Duration, extra ...string) *variant {
 	v := &variant{Name: name}
 	if b.tunnelErr != nil {
 		v.Err = errNoTunnel
@@ -135,8 +139,13 @@ func (b *bench) tunnelVariant(ctx context.Context, name, pacing, instance, dest 
 	_, port, _ := strings.Cut(dest, ":")
 	var remote int
 	fmt.Sscanf(port, "%d", &remote)
+	var args []string
+	if pacing == pacingNone {
+		args = append(args, "--rate", "0", "--max-payload-size", "32768")
+	}
 	t, err := startTunnel(ctx, b.tunnelBin, tunnelSpec{
 		Endpoint: "http://" + e.proxy.addr(), Instance: instance, RemotePort: remote, Sessions: sessions,
+		Args: append(args, extra...),
 	})
 	if err != nil {
 		v.Err = err

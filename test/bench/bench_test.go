@@ -225,4 +225,3 @@ func TestProcReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

@@ -134,50 +134,77 @@ func (b *bench) bulk(ctx context.Context) error {
 			}()
 		}
 	}
+	// The same client with the service's 1 KiB frames (still unpaced): the per-frame cost, single stream only.
+	tun1k := b.tunnelVariant(ctx, "tunnel-1k", pacingNone, instanceMux, b.srv.TCP, 1, 0, "--max-payload-size", "1024")
+	defer tun1k.close()
 	directMBps := map[string][]float64{}
-	var cpuPerGB []float64
-	var cpuTotal, bytesTotal float64
+	type cpuAcc struct {
+		perGB        []float64
+		cpu, written float64
+	}
+	cpu := map[string]*cpuAcc{"tunnel": {}, "tunnel-1k": {}}
 	for _, c := range cases {
 		prefix := "bulk/pacing-none/" + c.name()
 		b.logf("%s", prefix)
-		var d, t []float64
+		vs := []*variant{direct, tun}
+		if c.streams == 1 {
+			vs = append(vs, tun1k)
+		}
+		mbps := make([][]float64, len(vs))
+		failed := make([]bool, len(vs))
 		for rep := -1; rep < b.opts.reps; rep++ {
-			r, err := runTransfer(ctx, direct.Addr, c.streams, c.upload, noneSize[c.streams], nil, 60*time.Second)
-			if err != nil {
-				b.errorf("%s/direct: %v", prefix, err)
-				break
-			}
-			if rep >= 0 {
-				d = append(d, r.mbps())
-			}
-			if !tun.ok() {
-				continue
-			}
-			r, err = runTransfer(ctx, tun.Addr, c.streams, c.upload, noneSize[c.streams], tun.Tunnel, 120*time.Second)
-			if err != nil {
-				b.errorf("%s/tunnel: %v", prefix, err)
-				break
-			}
-			if rep >= 0 {
-				t = append(t, r.mbps())
-				if r.cpu > 0 {
-					cpuPerGB = append(cpuPerGB, r.cpu/(float64(r.bytes)/1e9))
+			for i, v := range vs {
+				if !v.ok() || failed[i] {
+					continue
 				}
-				cpuTotal += r.cpu
-				bytesTotal += float64(r.bytes)
+				r, err := runTransfer(ctx, v.Addr, c.streams, c.upload, noneSize[c.streams], v.Tunnel, 120*time.Second)
+				if err != nil {
+					b.errorf("%s/%s: %v", prefix, v.Name, err)
+					failed[i] = true
+					mbps[i] = nil
+					continue
+				}
+				if rep < 0 {
+					continue
+				}
+				mbps[i] = append(mbps[i], r.mbps())
+				if acc := cpu[v.Name]; acc != nil && r.cpu > 0 {
+					acc.perGB = append(acc.perGB, r.cpu/(float64(r.bytes)/1e9))
+					acc.cpu += r.cpu
+					acc.written += float64(r.bytes)
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 		}
 		params := map[string]any{"streams": c.streams, "bytes_per_stream": noneSize[c.streams], "pacing": pacingNone, "rtt_ms": 0}
-		b.rep.add("bulk", prefix+"/direct/MBps", "MB/s", d, params)
-		directMBps[c.name()] = d
-		if tun.ok() {
-			b.rep.add("bulk", prefix+"/tunnel/MBps", "MB/s", t, params)
-			b.rep.addDerived("bulk", prefix+"/ratio-tunnel-over-direct", "fraction", pairedRatios(t, d))
+		directMBps[c.name()] = mbps[0]
+		for i, v := range vs {
+			if v.Err == errNoTunnel {
+				continue
+			}
+			b.rep.add("bulk", prefix+"/"+v.Name+"/MBps", "MB/s", mbps[i], params)
+			if i > 0 && len(mbps[i]) > 0 && len(mbps[0]) > 0 {
+				name := "/ratio-tunnel-over-direct"
+				if v.Name != "tunnel" {
+					name = "/ratio-" + v.Name + "-over-direct"
+				}
+				b.rep.addDerived("bulk", prefix+name, "fraction", pairedRatios(mbps[i], mbps[0]))
+			}
 		}
 	}
-	if len(cpuPerGB) > 0 {
-		b.rep.add("cpu", "cpu/pacing-none/cpu-seconds-per-GB", "CPU-s/GB", cpuPerGB, map[string]any{
-			"total_cpu_seconds": cpuTotal, "total_bytes": bytesTotal, "overall": cpuTotal / (bytesTotal / 1e9)})
+	for _, k := range []string{"tunnel", "tunnel-1k"} {
+		acc := cpu[k]
+		if len(acc.perGB) == 0 {
+			continue
+		}
+		name := "cpu/pacing-none/cpu-seconds-per-GB"
+		if k == "tunnel-1k" {
+			name = "cpu/pacing-none/1KiB-frames/cpu-seconds-per-GB"
+		}
+		b.rep.add("cpu", name, "CPU-s/GB", acc.perGB, map[string]any{
+			"total_cpu_seconds": acc.cpu, "total_bytes": acc.written, "overall": acc.cpu / (acc.written / 1e9)})
 	}
 	if path := profilePath(b.opts.memProfile, "bulk"); path != "" && tun.ok() {
 		if err := tun.Tunnel.writeHeapProfile(path); err != nil {
@@ -185,6 +212,7 @@ func (b *bench) bulk(ctx context.Context) error {
 		}
 	}
 	tun.close()
+	tun1k.close()
 
 	// Pacing agent: ~1 MB/s per session, so transfers are small; the 8-stream cases also run over a pool of 8.
 	agentSize := map[string]uint64{"1": 1 << 20, "8": 256 << 10, "8-pool": 1 << 20}

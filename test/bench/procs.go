@@ -159,9 +159,10 @@ func buildTunnel(ctx context.Context, root, dir string) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, "ssmtunnel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-overlay", ovPath, "-o", out, "./cmd/ssmtunnel")
+	// Plain flags (no -trimpath, default cgo setting) so the build cache of everyone's `go build ./...` and
+	// `go vet` serves the dependencies.
+	cmd := exec.CommandContext(ctx, "go", "build", "-overlay", ovPath, "-o", out, "./cmd/ssmtunnel")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -186,6 +187,7 @@ type tunnelSpec struct {
 	Instance   string
 	RemotePort int
 	Sessions   int
+	Args       []string // extra flags of ssmtunnel forward
 }
 
 // tunnelProc is a running `ssmtunnel forward`: a separate process, so that its RSS, CPU time and goroutines
@@ -221,7 +223,8 @@ func startTunnel(ctx context.Context, bin string, spec tunnelSpec) (*tunnelProc,
 	sessions := max(spec.Sessions, 1)
 	args := []string{"forward", spec.Instance, fmt.Sprintf("%d:%d", ports[0], spec.RemotePort),
 		"--address", "127.0.0.1", "--region", "us-east-1", "--sessions", strconv.Itoa(sessions),
-		"--health-addr", t.health, "--metrics-addr", t.metrics, "--drain-timeout", "1s"}
+		"--health-addr", t.health, "--metrics-addr", t.metrics, "--drain-timeout", "1s", "--log-level", "warn"}
+	args = append(args, spec.Args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),

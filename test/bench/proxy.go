@@ -115,7 +115,7 @@ func pipeDirection(dst, src net.Conn, d time.Duration) {
 		b   []byte
 		due time.Time
 	}
-	q := make(chan chunk, 4096)
+	q := make(chan chunk, 256)
 	var queued atomic.Int64
 	space := make(chan struct{}, 1)
 	writerDone := make(chan struct{})
