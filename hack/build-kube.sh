@@ -165,7 +165,11 @@ version_of() {
 }
 
 is_current() {
-	[[ -x $OUTDIR/$1 ]] && version_of "$1" | grep -qF "$(want "$1")"
+	local out
+	[[ -x $OUTDIR/$1 ]] || return 1
+	# Capture first: "| grep -q" would SIGPIPE the binary and fail under pipefail.
+	out=$(version_of "$1") || return 1
+	[[ $out == *"$(want "$1")"* ]]
 }
 
 # gobuild NAME DIR PKG LDFLAGS: builds into a temp file and renames it into place.
