@@ -29,6 +29,8 @@ var (
 	ErrUnknownInstance = errors.New("unknown instance")
 	// ErrUnknownSession is returned by fault methods given a session the emulator does not have.
 	ErrUnknownSession = errors.New("unknown session")
+	// ErrAgentsStuck is returned by Close when session goroutines did not stop in time: a bug in an agent.
+	ErrAgentsStuck = errors.New("emulated agents did not stop")
 	// ErrNotConnected is returned by DropClient when the session has no client websocket attached.
 	ErrNotConnected = errors.New("no client websocket attached")
 )
@@ -265,7 +267,18 @@ func (e *Emulator) Close() error {
 		if err != nil {
 			err = e.srv.Close()
 		}
-		e.wg.Wait()
+		// Sessions stop within agentGrace; an agent that does not return after its context is cancelled
+		// must not hang the caller's Close forever.
+		waited := make(chan struct{})
+		go func() { e.wg.Wait(); close(waited) }()
+		t := time.NewTimer(2 * agentGrace)
+		defer t.Stop()
+		select {
+		case <-waited:
+		case <-t.C:
+			e.log.Error("Emulator closed with session goroutines still running (an agent did not return after cancellation)")
+			err = errors.Join(err, ErrAgentsStuck)
+		}
 	})
 	return err
 }

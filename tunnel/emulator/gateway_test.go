@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -43,8 +44,9 @@ func echoServer(t *testing.T) int {
 
 // rawClient speaks the data channel by hand with tunnel/message, as a minimal plugin would (§4.1, §7, §8):
 // it acknowledges every output_stream_data frame, delivers them in sequence order, and numbers its own
-// input_stream_data frames from 0 across reconnects. It never retransmits: on loopback nothing is lost
-// while a websocket is up.
+// input_stream_data frames from 0 across reconnects. It keeps its unacknowledged frames and resends them
+// after every reconnect, like a real client (§10.3 step 4): frames written while the websocket was
+// dropping are lost, exactly as on a real drop.
 type rawClient struct {
 	t        *testing.T
 	clientID string
@@ -54,6 +56,7 @@ type rawClient struct {
 	seq      int64
 	expected int64
 	ahead    map[int64]message.Message
+	unacked  map[int64][]byte
 
 	data   chan message.Message // in-order output_stream_data
 	closed chan message.Message // channel_closed frames
@@ -61,7 +64,7 @@ type rawClient struct {
 }
 
 func newRawClient(t *testing.T) *rawClient {
-	return &rawClient{t: t, clientID: "c780a302-0000-4000-8000-000000000001", ahead: map[int64]message.Message{},
+	return &rawClient{t: t, clientID: "c780a302-0000-4000-8000-000000000001", ahead: map[int64]message.Message{}, unacked: map[int64][]byte{},
 		data: make(chan message.Message, 4096), closed: make(chan message.Message, 1)}
 }
 
@@ -78,6 +81,14 @@ func (c *rawClient) dial(streamURL, token string) error {
 	}
 	c.mu.Lock()
 	c.ws = ws
+	seqs := make([]int64, 0, len(c.unacked))
+	for s := range c.unacked {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	for _, s := range seqs {
+		_ = ws.WriteMessage(websocket.BinaryMessage, c.unacked[s])
+	}
 	c.mu.Unlock()
 	c.gone = make(chan error, 1)
 	go c.read(ws, c.gone)
@@ -115,7 +126,16 @@ func (c *rawClient) read(ws *websocket.Conn, gone chan<- error) {
 			c.mu.Unlock()
 		case message.ChannelClosed:
 			c.closed <- m
-		case message.Acknowledge, message.StartPublication, message.PausePublication:
+		case message.Acknowledge:
+			ack, err := message.DecodeAck(m.Payload)
+			if err != nil {
+				c.t.Errorf("bad ack: %v", err)
+				continue
+			}
+			c.mu.Lock()
+			delete(c.unacked, ack.AcknowledgedMessageSequenceNumber)
+			c.mu.Unlock()
+		case message.StartPublication, message.PausePublication:
 		default:
 			c.t.Errorf("unexpected frame type %q from the gateway", m.Type)
 		}
@@ -136,10 +156,16 @@ func (c *rawClient) write(m message.Message) {
 // send sends one input_stream_data frame with the next sequence number.
 func (c *rawClient) send(pt message.PayloadType, p []byte) {
 	c.mu.Lock()
-	seq := c.seq
+	defer c.mu.Unlock()
+	m := message.Message{Type: message.InputStreamData, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()), SequenceNumber: c.seq, MessageID: message.NewID(), PayloadType: pt, Payload: p}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		c.t.Error(err)
+		return
+	}
+	c.unacked[c.seq] = b
 	c.seq++
-	c.mu.Unlock()
-	c.write(message.Message{Type: message.InputStreamData, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()), SequenceNumber: seq, MessageID: message.NewID(), PayloadType: pt, Payload: append([]byte(nil), p...)})
+	_ = c.ws.WriteMessage(websocket.BinaryMessage, b)
 }
 
 func (c *rawClient) next(ctx context.Context) message.Message {
@@ -347,7 +373,7 @@ func TestIdleTimeoutAndMaxDuration(t *testing.T) {
 			if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
 				t.Fatal(err)
 			}
-			c.handshake(ctxT(t))
+			// No traffic at all after the open: the service's timers run from StartSession.
 			assertChannelClosed(t, c, aws.ToString(out.SessionId), tc.output)
 			if info, _ := e.Session(aws.ToString(out.SessionId)); !info.Ended || info.Output != tc.output {
 				t.Errorf("session %+v", info)
