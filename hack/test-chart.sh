@@ -130,7 +130,7 @@ reject() {
     fail "refused $* but without '$want'; helm said: $out"
   fi
 }
-reject "/image/tag" --set image.tag=latest
+reject "image.tag: \"latest\" is refused" --set image.tag=latest
 reject "/image/pullPolicy" --set image.pullPolicy=Sometimes
 reject "/image/repository" --set image.repository=
 reject "/aws/region" --set aws.region=Europe
@@ -144,7 +144,8 @@ reject "/tunnelServiceAccount/annotations/eks.amazonaws.com~1role-arn" \
   --set 'tunnelServiceAccount.annotations.eks\.amazonaws\.com/role-arn=12'
 reject "/tunnel/drainTimeout" --set tunnel.drainTimeout=20
 reject "/tunnelServiceAccount/annotations/a" --set 'tunnelServiceAccount.annotations.a=x\,y'
-reject "/tunnel/image/tag" --set tunnel.image.repository=x/y --set tunnel.image.tag=latest
+reject "tunnel.image.tag: \"latest\" is refused" --set tunnel.image.repository=x/y --set tunnel.image.tag=latest
+reject "/image/tag" --set image.tag=v1+bad
 reject "/watchNamespaces/0" --set 'watchNamespaces[0]=Team_A'
 reject "/extraArgs/0" --set 'extraArgs[0]=leader-elect'
 reject "additional properties 'imageTag' not allowed" --set imageTag=v1

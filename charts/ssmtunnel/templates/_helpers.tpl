@@ -59,3 +59,16 @@ app.kubernetes.io/component: operator
 {{- include "ssmtunnel.image" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Checks the schema cannot express clearly. "latest" makes kubelets pull on every start and hides which
+version runs; these images are versioned.
+*/}}
+{{- define "ssmtunnel.validate" -}}
+{{- if eq (toString .Values.image.tag) "latest" }}
+{{- fail "image.tag: \"latest\" is refused: set the version tag, e.g. --set image.tag=v0.1.0" }}
+{{- end }}
+{{- if eq (toString .Values.tunnel.image.tag) "latest" }}
+{{- fail "tunnel.image.tag: \"latest\" is refused: set the version tag, or leave it empty to use image.tag" }}
+{{- end }}
+{{- end }}
