@@ -102,6 +102,13 @@ func TestTransportMatrix(t *testing.T) {
 		c, a := newPipePair(t, nil)
 		transferBoth(t, c, a, n, nil)
 	})
+	t.Run("pipe that blocks writes", func(t *testing.T) {
+		c, a := mustNew(t, Config{Role: RoleClient}), mustNew(t, Config{Role: RoleAgent})
+		x, y := Pipe(1) // every second write blocks until the reader catches up
+		c.Attach(x)
+		a.Attach(y)
+		transferBoth(t, c, a, n/2, nil)
+	})
 	t.Run("websocket", func(t *testing.T) {
 		c, a := mustNew(t, Config{Role: RoleClient}), mustNew(t, Config{Role: RoleAgent})
 		wsPair(t, c, a)

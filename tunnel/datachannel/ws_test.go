@@ -321,3 +321,46 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerCloseBye: the gateway's hourly "close 1000 Bye" (§10.3) fails the transport, not the channel,
+// so the owner can resume.
+func TestServerCloseBye(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _, _ = conn.ReadMessage()
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "Bye"), time.Now().Add(time.Second))
+		_, _, _ = conn.ReadMessage() // until the client closes
+	}))
+	defer srv.Close()
+	ch := mustNew(t, Config{Role: RoleClient})
+	tr, err := DialClient(context.Background(), wsURL(srv, "/x"), "t", "c", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Attach(tr)
+	select {
+	case err := <-ch.TransportFailed():
+		if !websocket.IsCloseError(errors.Unwrap(err), websocket.CloseNormalClosure) {
+			t.Fatalf("transport failed with %v, want close 1000", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("close frame not noticed")
+	}
+	if ch.Err() != nil {
+		t.Fatalf("channel ended: %v", ch.Err())
+	}
+	// Frames sent while detached are delivered after Attach.
+	if err := ch.Send(context.Background(), message.PayloadOutput, []byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	x, y := Pipe(0)
+	ch.Attach(x)
+	peer := &rawPeer{t: t, tr: y, typ: message.OutputStreamData}
+	if m := peer.read(); string(m.Payload) != "queued" || m.SequenceNumber != 0 {
+		t.Fatalf("after re-attach got seq %d %q", m.SequenceNumber, m.Payload)
+	}
+}
