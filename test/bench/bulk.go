@@ -123,15 +123,12 @@ func (b *bench) bulk(ctx context.Context) error {
 	noneSize := map[int]uint64{1: 64 << 20 / scale, 8: 8 << 20 / scale}
 	tun := b.tunnelVariant(ctx, "tunnel", pacingNone, instanceMux, b.srv.TCP, 1, 0)
 	defer tun.close()
+	cpuProfiling := false
 	if path := profilePath(b.opts.cpuProfile, ""); path != "" && tun.ok() {
 		if err := tun.Tunnel.startCPUProfile(); err != nil {
 			b.errorf("cpu profile: %v", err)
 		} else {
-			defer func() {
-				if err := tun.Tunnel.stopCPUProfile(path); err != nil {
-					b.errorf("cpu profile: %v", err)
-				}
-			}()
+			cpuProfiling = true
 		}
 	}
 	// The same client with the service's 1 KiB frames (still unpaced): the per-frame cost, single stream only.
@@ -205,6 +202,11 @@ func (b *bench) bulk(ctx context.Context) error {
 		}
 		b.rep.add("cpu", name, "CPU-s/GB", acc.perGB, map[string]any{
 			"total_cpu_seconds": acc.cpu, "total_bytes": acc.written, "overall": acc.cpu / (acc.written / 1e9)})
+	}
+	if cpuProfiling {
+		if err := tun.Tunnel.stopCPUProfile(profilePath(b.opts.cpuProfile, "")); err != nil {
+			b.errorf("cpu profile: %v", err)
+		}
 	}
 	if path := profilePath(b.opts.memProfile, "bulk"); path != "" && tun.ok() {
 		if err := tun.Tunnel.writeHeapProfile(path); err != nil {

@@ -23,9 +23,10 @@ import (
 // child is a helper process of the harness: the harness binary itself run with -role. It prints one JSON
 // line describing itself and lives until its stdin is closed, so it cannot outlive the harness.
 type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan error
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	done     chan error
+	stopOnce sync.Once
 }
 
 func startChild(ctx context.Context, info any, role string, args ...string) (*child, error) {
@@ -76,13 +77,15 @@ func startChild(ctx context.Context, info any, role string, args ...string) (*ch
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
 func (c *child) stop() {
-	_ = c.stdin.Close()
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	c.stopOnce.Do(func() {
+		_ = c.stdin.Close()
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	})
 }
 
 func printJSONLine(w io.Writer, v any) error {
@@ -201,6 +204,7 @@ type tunnelProc struct {
 	pprof      string
 	stderr     *limitedWriter
 	exitStatus error
+	stopOnce   sync.Once
 }
 
 func startTunnel(ctx context.Context, bin string, spec tunnelSpec) (*tunnelProc, error) {
@@ -283,19 +287,21 @@ func (t *tunnelProc) waitReady(ctx context.Context, timeout time.Duration) error
 
 func (t *tunnelProc) pid() int { return t.cmd.Process.Pid }
 
-// stop sends SIGTERM (graceful drain, bounded by --drain-timeout 1s) and kills after 10 s.
+// stop sends SIGTERM (graceful drain, bounded by --drain-timeout 1s) and kills after 10 s. Idempotent.
 func (t *tunnelProc) stop() {
-	if t.cmd == nil || t.cmd.Process == nil {
-		return
-	}
-	_ = t.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-t.done:
-		t.exitStatus = err
-	case <-time.After(10 * time.Second):
-		_ = t.cmd.Process.Kill()
-		t.exitStatus = <-t.done
-	}
+	t.stopOnce.Do(func() {
+		if t.cmd == nil || t.cmd.Process == nil {
+			return
+		}
+		_ = t.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-t.done:
+			t.exitStatus = err
+		case <-time.After(10 * time.Second):
+			_ = t.cmd.Process.Kill()
+			t.exitStatus = <-t.done
+		}
+	})
 }
 
 // rssBytes reads VmRSS of the tunnel process.

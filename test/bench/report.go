@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -268,20 +269,25 @@ func (r *report) markdown() string {
 		w("| %s | %s | %s | %s | %s |\n", t.Name, val, t.Unit, t.Target, met)
 	}
 	w("\n")
-	scen := ""
+	var order []string
 	for _, x := range r.Results {
-		if x.Scenario != scen {
-			scen = x.Scenario
-			w("## %s\n\n| measurement | unit | median | min | max | spread | n |\n|---|---|---|---|---|---|---|\n", scen)
+		if !slices.Contains(order, x.Scenario) {
+			order = append(order, x.Scenario)
 		}
-		name := x.Name
-		if x.Derived {
-			name = "*" + name + "*"
+	}
+	for _, scen := range order {
+		w("## %s\n\n| measurement | unit | median | min | max | spread | n |\n|---|---|---|---|---|---|---|\n", scen)
+		for _, x := range r.Results {
+			if x.Scenario != scen {
+				continue
+			}
+			name := x.Name
+			if x.Derived {
+				name = "*" + name + "*"
+			}
+			w("| %s | %s | %s | %s | %s | %s%% | %d |\n", name, x.Unit, fmtNum(x.Stats.Median), fmtNum(x.Stats.Min), fmtNum(x.Stats.Max), fmtNum(x.Stats.SpreadPct), x.Stats.N)
 		}
-		w("| %s | %s | %s | %s | %s | %s%% | %d |\n", name, x.Unit, fmtNum(x.Stats.Median), fmtNum(x.Stats.Min), fmtNum(x.Stats.Max), fmtNum(x.Stats.SpreadPct), x.Stats.N)
-		if next := r.nextScenario(x); next {
-			w("\n")
-		}
+		w("\n")
 	}
 	if len(r.Notes) > 0 {
 		w("\n## Notes\n\n")
@@ -296,15 +302,6 @@ func (r *report) markdown() string {
 		}
 	}
 	return sb.String()
-}
-
-func (r *report) nextScenario(x result) bool {
-	for i := range r.Results {
-		if r.Results[i].Name == x.Name {
-			return i == len(r.Results)-1 || r.Results[i+1].Scenario != x.Scenario
-		}
-	}
-	return false
 }
 
 // MarshalJSON writes NaN as null, which encoding/json refuses.
