@@ -132,3 +132,19 @@ func TestRunServes(t *testing.T) {
 		t.Fatal("run did not return after its context was cancelled")
 	}
 }
+
+// FuzzParseInstance: any --instance spec either parses into a valid instance or gives an error; never a
+// panic.
+func FuzzParseInstance(f *testing.F) {
+	for _, s := range []string{"i-0123456789abcdef0", "mi-0123456789abcdef0,agent=3.0.196.0,tag=env=dev", "i-01234567,allow=10.0.0.0/8;any,ping=ConnectionLost", "i-1,tag=", ",,,="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		in, err := parseInstance(spec)
+		if err == nil {
+			if verr := in.Validate(); verr != nil {
+				t.Fatalf("parseInstance(%q) accepted an invalid instance: %v", spec, verr)
+			}
+		}
+	})
+}

@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/agent"
@@ -15,7 +16,9 @@ func (s *session) runAgent(ctx context.Context, t datachannel.Transport) error {
 	cfg := datachannel.Config{Role: datachannel.RoleAgent, Logger: s.log.With("side", "agent")}
 	if s.e.cfg.Pacing == PacingAgent {
 		// The real agent reads 1 KiB and sleeps 1 ms per frame: ≈1 MB/s (§9.6).
-		cfg.MaxPayloadSize, cfg.Rate = agentPayloadSize, agentRate
+		// The bucket holds 50 ms of tokens (the channel's default is 10 ms), so the average stays ≈1 MB/s even
+		// when timers fire late on a loaded machine, while a burst never exceeds 50 KB.
+		cfg.MaxPayloadSize, cfg.Rate, cfg.Burst = agentPayloadSize, agentRate, agentRate/20
 	} else {
 		cfg.MaxPayloadSize = unpacedPayloadSize
 	}
@@ -24,6 +27,7 @@ func (s *session) runAgent(ctx context.Context, t datachannel.Transport) error {
 		return err
 	}
 	defer ch.Close()
+	defer func() { s.log.Debug("Agent data channel stats", "stats", fmt.Sprintf("%+v", ch.Stats())) }()
 	ch.Attach(t)
 	return agent.Serve(ctx, ch, agent.Config{
 		AgentVersion:        s.agentVersion,

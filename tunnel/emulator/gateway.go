@@ -63,6 +63,12 @@ func (e *Emulator) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 	_ = ws.SetReadDeadline(time.Time{})
 	c := newClientConn(ws)
 	if !s.attach(c, in) {
+		// attach queued channel_closed; drain the client until the writer closes the websocket.
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				break
+			}
+		}
 		c.kill()
 		return
 	}

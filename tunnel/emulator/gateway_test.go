@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -424,4 +425,107 @@ func TestByeAndDropKnobs(t *testing.T) {
 		t.Errorf("DropClient(unknown) = %v", err)
 	}
 	_ = fmt.Sprint()
+}
+
+// TestDestinationPolicy: the agent refuses metadata addresses and, by default, anything but loopback, at
+// session start (§9.1); the client learns why from channel_closed. A refused dial of one stream is
+// ConnectToPortError (§9.4) and the session lives on.
+func TestDestinationPolicy(t *testing.T) {
+	e := startEmulator(t, Config{})
+	for _, tc := range []struct{ host, want string }{
+		{"169.254.169.254", "forbidden"},
+		{"10.1.2.3", "not allowed"},
+	} {
+		out := startPortSession(t, e, DocPortForwardingToRemoteHost, map[string][]string{"host": {tc.host}, "portNumber": {"80"}})
+		c := newRawClient(t)
+		if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-c.closed:
+			var p message.ChannelClosedPayload
+			if err := json.Unmarshal(m.Payload, &p); err != nil || !strings.Contains(p.Output, tc.want) || !strings.Contains(p.Output, tc.host) {
+				t.Errorf("%s: channel_closed %+v (%v), want Output naming it %s", tc.host, p, err, tc.want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: no channel_closed", tc.host)
+		}
+	}
+
+	// A closed loopback port: the stream fails with ConnectToPortError, the session stays usable.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	out := startPortSession(t, e, DocPortForwarding, map[string][]string{"portNumber": {strconv.Itoa(closedPort)}})
+	c := newRawClient(t)
+	if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	c.handshake(ctx)
+	c.send(message.PayloadOutput, []byte{1, 0, 0, 0, 3, 0, 0, 0}) // smux v1 SYN of stream 3 (§9.4)
+	for {
+		m := c.next(ctx)
+		if m.PayloadType == message.PayloadFlag {
+			if f, err := message.DecodeFlag(m.Payload); err != nil || f != message.FlagConnectToPortError {
+				t.Fatalf("flag %v %v, want ConnectToPortError", f, err)
+			}
+			break
+		}
+	}
+	if info, _ := e.Session(aws.ToString(out.SessionId)); info.Ended {
+		t.Errorf("session ended by one failed stream: %+v", info)
+	}
+}
+
+// TestAgentPacing: with PacingAgent the agent sends 1 KiB payloads at about 1 MB/s (§9.6), so measured
+// throughput is what the real service gives.
+func TestAgentPacing(t *testing.T) {
+	for _, p := range []Pacing{PacingAgent, PacingNone} {
+		t.Run(string(p), func(t *testing.T) { testPacing(t, p) })
+	}
+}
+
+func testPacing(t *testing.T, pacing Pacing) {
+	port := echoServer(t)
+	e := startEmulator(t, Config{Pacing: pacing})
+	out := startPortSession(t, e, DocPortForwarding, map[string][]string{"portNumber": {strconv.Itoa(port)}})
+	c := newRawClient(t)
+	if err := c.dial(aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	c.handshake(ctx)
+	cfg := smux.DefaultConfig()
+	cfg.KeepAliveDisabled = true
+	sess, err := smux.Client(c.conn(ctx), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	payload := DemoBytes(size)
+	start := time.Now()
+	go func() { _, _ = st.Write(payload) }()
+	got := make([]byte, size)
+	_ = st.SetReadDeadline(time.Now().Add(25 * time.Second))
+	if _, err := io.ReadFull(st, got); err != nil {
+		t.Fatalf("echo of 1 MiB: %v", err)
+	}
+	elapsed := time.Since(start)
+	if !bytes.Equal(got, payload) {
+		t.Fatal("echoed bytes differ")
+	}
+	rate := float64(size) / elapsed.Seconds()
+	t.Logf("1 MiB echoed through the emulator with pacing %s in %v: %.0f KB/s", pacing, elapsed, rate/1000)
+	if pacing == PacingAgent && rate > 1.3e6 {
+		t.Errorf("agent pacing let %.0f B/s through, want ≤ about 1 MB/s", rate)
+	}
 }

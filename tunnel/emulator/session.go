@@ -171,7 +171,11 @@ func (s *session) pumpAgent() {
 func (s *session) attach(c *clientConn, in message.OpenDataChannelInput) bool {
 	s.mu.Lock()
 	if s.ended {
+		// The session ended before this client came (e.g. the agent refused the destination at session
+		// start, §9.1): tell it why with channel_closed rather than a bare close.
+		out := s.output
 		s.mu.Unlock()
+		c.finish(channelClosedFrame(s.id, in.ClientID, out))
 		return false
 	}
 	old := s.conn
