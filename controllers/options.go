@@ -1,0 +1,99 @@
+/*
+Copyright 2026 The ssmtunnel Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Options, exported so cmd/manager uses them as flag defaults and the docs can quote them.
+const (
+	// DefaultCredentialsSecretName is the Secret whose keys (AWS_ACCESS_KEY_ID, ...) tunnel pods load as
+	// environment when it exists, for clusters without IRSA or Pod Identity.
+	DefaultCredentialsSecretName = "ssmtunnel-aws-credentials"
+	// DefaultTunnelServiceAccountName is the ServiceAccount the operator ensures in a PortForward's namespace
+	// when spec.serviceAccountName is empty. A fixed name lets one IRSA role or Pod Identity association per
+	// namespace cover every PortForward in it.
+	DefaultTunnelServiceAccountName = "ssmtunnel-tunnel"
+	// DefaultDrainTimeout is how long a terminating tunnel pod lets open connections finish.
+	DefaultDrainTimeout = 20 * time.Second
+	// DefaultResolveInterval is how often a selector target is looked up again; nothing watches AWS, so the
+	// controller polls to notice an instance going offline.
+	DefaultResolveInterval = 30 * time.Second
+	// terminationMargin is added to the drain timeout for the pod's grace period, so the kubelet never kills
+	// a tunnel that is still terminating its sessions cleanly.
+	terminationMargin = 10 * time.Second
+)
+
+// ErrInvalidOptions is wrapped by Options.Validate so callers can tell configuration errors from others.
+var ErrInvalidOptions = errors.New("invalid operator options")
+
+// Options configure what the reconciler builds; they come from the operator's flags.
+type Options struct {
+	// TunnelImage is the image of the tunnel pods; the operator's own image by default, so operator and
+	// tunnel never drift apart.
+	TunnelImage string
+	// DefaultRegion is the AWS region used when spec.region is empty. Empty leaves the region to the tunnel
+	// pod's environment.
+	DefaultRegion string
+	// AWSEndpointURL, when set, is passed to tunnel pods as AWS_ENDPOINT_URL_SSM (a VPC endpoint, or the
+	// emulator in tests).
+	AWSEndpointURL string
+	// CredentialsSecretName is an optional Secret loaded into the tunnel pods' environment.
+	CredentialsSecretName string
+	// DefaultServiceAccountName is the tunnel ServiceAccount used when spec.serviceAccountName is empty.
+	DefaultServiceAccountName string
+	// ServiceAccountAnnotations are set on the default tunnel ServiceAccount, e.g. the IRSA role ARN
+	// (eks.amazonaws.com/role-arn).
+	ServiceAccountAnnotations map[string]string
+	// DrainTimeout is passed to the tunnel as --drain-timeout; the grace period covers it.
+	DrainTimeout time.Duration
+	// ResolveInterval is how often selector targets are resolved again.
+	ResolveInterval time.Duration
+}
+
+// WithDefaults returns o with every unset field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.CredentialsSecretName == "" {
+		o.CredentialsSecretName = DefaultCredentialsSecretName
+	}
+	if o.DefaultServiceAccountName == "" {
+		o.DefaultServiceAccountName = DefaultTunnelServiceAccountName
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.ResolveInterval == 0 {
+		o.ResolveInterval = DefaultResolveInterval
+	}
+	return o
+}
+
+// Validate reports the first option that cannot work, saying what to set.
+func (o Options) Validate() error {
+	switch {
+	case o.TunnelImage == "":
+		return fmt.Errorf("%w: the tunnel image is empty: set --tunnel-image or TUNNEL_IMAGE", ErrInvalidOptions)
+	case o.DrainTimeout < 0:
+		return fmt.Errorf("%w: drain timeout %s is negative", ErrInvalidOptions, o.DrainTimeout)
+	case o.ResolveInterval < time.Second:
+		return fmt.Errorf("%w: resolve interval %s is below 1s", ErrInvalidOptions, o.ResolveInterval)
+	}
+	return nil
+}
