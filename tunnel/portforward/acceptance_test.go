@@ -192,8 +192,9 @@ func TestResumeRefusedStartsNewSession(t *testing.T) {
 				emu: emulator.Config{Pacing: emulator.PacingNone},
 				pf:  portforward.Config{Ports: []portforward.PortPair{{Local: 0, Remote: port}}},
 			})
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 			get := func(i int) error {
-				resp, err := http.Get(fmt.Sprintf("http://%s/?i=%d", h.addrs[0], i))
+				resp, err := client.Get(fmt.Sprintf("http://%s/?i=%d", h.addrs[0], i))
 				if err != nil {
 					return err
 				}

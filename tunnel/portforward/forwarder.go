@@ -96,6 +96,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.listenMu.Lock()
 		f.listeners = append(f.listeners, l)
 		f.listenMu.Unlock()
+		// Resolve an ephemeral local port now, before any goroutine reads the pair.
+		p.port.Local = l.Addr().(*net.TCPAddr).Port
+		for _, s := range p.slots {
+			s.port = p.port
+		}
 	}
 
 	slotCtx, cancelSlots := context.WithCancel(context.Background())
@@ -146,10 +151,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		fmt.Fprintf(f.cfg.Out, "Forwarding from %s -> %s:%d\n",
 			net.JoinHostPort(f.cfg.Address, strconv.Itoa(addr.Port)), remote, p.port.Remote)
-		p.port.Local = addr.Port
-		for _, s := range p.slots {
-			s.port = p.port
-		}
 	}
 	var acceptWG sync.WaitGroup
 	for i, p := range f.pools {

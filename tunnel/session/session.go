@@ -201,6 +201,12 @@ func (s *Session) open(ctx context.Context, token string) error {
 	go s.supervise()
 	hs, err := datachannel.ClientHandshake(ctx, ch, "")
 	if err != nil {
+		// channel_closed during the handshake (idle timeout, agent refused the document) carries the
+		// service's message: surface it rather than the handshake's generic error.
+		var cc *datachannel.ChannelClosedError
+		if cerr := ch.Err(); errors.As(cerr, &cc) {
+			err = cerr
+		}
 		s.finish(err)
 		return fmt.Errorf("handshake of session %s failed: %w", s.id, err)
 	}
