@@ -16,7 +16,8 @@ if [[ $# -ne 2 ]]; then
   echo "usage: $0 HELM KUSTOMIZE (make test-chart passes both)" >&2
   exit 2
 fi
-HELM=$1 KUSTOMIZE=$2
+HELM=$(realpath -e "$1" 2>/dev/null || command -v "$1" || echo "$1")
+KUSTOMIZE=$(realpath -e "$2" 2>/dev/null || command -v "$2" || echo "$2")
 for tool in "$HELM" "$KUSTOMIZE"; do
   [[ -x $tool ]] || { echo "test-chart: $tool is not an executable: run 'make helm kustomize'" >&2; exit 2; }
 done
