@@ -72,7 +72,8 @@ start() {
 	local name=$1 bin=$2
 	shift 2
 	mkdir -p "$W/logs" "$W/pids"
-	nohup setsid "$bin" "$@" >>"$W/logs/$name.log" 2>&1 </dev/null &
+	# 8>&-: the component must not inherit (and hold forever) the cluster lock.
+	nohup setsid "$bin" "$@" >>"$W/logs/$name.log" 2>&1 </dev/null 8>&- &
 	echo $! >"$W/pids/$name.pid"
 	readlink -f "$bin" >"$W/pids/$name.exe"
 }
