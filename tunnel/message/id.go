@@ -1,18 +1,35 @@
 package message
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 )
 
 // ID is a MessageId in canonical UUID byte order. On the wire its two 8-byte halves are swapped (§5).
 type ID [16]byte
 
+// idSources hands out ChaCha8 generators, each seeded once from crypto/rand. Every data frame and every
+// ack carries a MessageId (§5), and a crypto/rand read per frame showed in the latency profile (issue 4).
+// Message IDs need uniqueness, not secrecy: 122 random bits from a cryptographically seeded stream make a
+// collision as unlikely as with crypto/rand. A pool instead of one locked generator keeps concurrent
+// senders (reader goroutine acking, writer sending) from contending.
+var idSources = sync.Pool{New: func() any {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // crypto/rand.Read never fails on supported platforms.
+	return rand.NewChaCha8(seed)
+}}
+
 // NewID returns a random version-4 UUID.
 func NewID() ID {
 	var id ID
-	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails on supported platforms.
+	src := idSources.Get().(*rand.ChaCha8)
+	binary.LittleEndian.PutUint64(id[0:8], src.Uint64())
+	binary.LittleEndian.PutUint64(id[8:16], src.Uint64())
+	idSources.Put(src)
 	id[6] = id[6]&0x0f | 0x40
 	id[8] = id[8]&0x3f | 0x80
 	return id
