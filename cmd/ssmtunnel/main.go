@@ -150,14 +150,6 @@ func parseRate(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// burstFor is the token-bucket size for rate: 100 ms of it, and at least one payload.
-func burstFor(rate int64, payload int) int64 {
-	if rate == 0 {
-		return 0
-	}
-	return max(int64(payload), rate/10)
-}
-
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
@@ -245,7 +237,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		API: session.NewAPI(awsCfg), Credentials: awsCfg.Credentials, Region: awsCfg.Region,
 		// A 100 ms burst keeps the configured rate under scheduler latency (a 10 ms bucket loses most of its
 		// refill when a busy node wakes the sender late); it is still the service's pace on average.
-		Channel: datachannel.Config{MaxPayloadSize: o.maxPayloadSize, Rate: rate, Burst: burstFor(rate, o.maxPayloadSize)},
+		Channel: datachannel.Config{MaxPayloadSize: o.maxPayloadSize, Rate: rate, Burst: datachannel.BurstFor(rate, o.maxPayloadSize)},
 		Logger:  log,
 	})
 	if err != nil {

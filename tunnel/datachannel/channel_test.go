@@ -525,3 +525,34 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDefaultBurstHoldsRateUnderLateTimers replays the agent's pace (1 KiB frames at 1 MB/s) with every
+// pacing timer firing 20 ms late, as on a loaded machine: the default bucket (100 ms) keeps the average
+// within 5% of the rate, while a 10 ms bucket, the old default, loses most of it (issue 4: 0.2 MB/s).
+func TestDefaultBurstHoldsRateUnderLateTimers(t *testing.T) {
+	const rate, payload, late = 1_000_000, 1024, 20 * time.Millisecond
+	achieved := func(burst int64) float64 {
+		start := time.Unix(0, 0)
+		now := start
+		b := newTokenBucket(rate, burst, now)
+		sent := 0
+		for now.Sub(start) < 2*time.Second {
+			if wait := b.take(now, payload); wait > 0 {
+				now = now.Add(wait + late)
+				continue
+			}
+			sent += payload
+		}
+		return float64(sent) / now.Sub(start).Seconds()
+	}
+	d := Config{Role: RoleAgent, Rate: rate, MaxPayloadSize: payload}.withDefaults()
+	if d.Burst != rate/10 {
+		t.Fatalf("default Burst = %d, want 100 ms of Rate (%d)", d.Burst, rate/10)
+	}
+	if got := achieved(d.Burst); got < 0.95*rate {
+		t.Fatalf("default burst: %.0f B/s with 20 ms late timers, want >= %.0f", got, 0.95*rate)
+	}
+	if got := achieved(rate / 100); got > 0.5*rate {
+		t.Fatalf("10 ms burst: %.0f B/s; the test no longer shows the loss it guards against", got)
+	}
+}

@@ -15,10 +15,10 @@ import (
 func (s *session) runAgent(ctx context.Context, t datachannel.Transport) error {
 	cfg := datachannel.Config{Role: datachannel.RoleAgent, Logger: s.log.With("side", "agent")}
 	if s.e.cfg.Pacing == PacingAgent {
-		// The real agent reads 1 KiB and sleeps 1 ms per frame: ≈1 MB/s (§9.6).
-		// The bucket holds 50 ms of tokens (the channel's default is 10 ms), so the average stays ≈1 MB/s even
-		// when timers fire late on a loaded machine, while a burst never exceeds 50 KB.
-		cfg.MaxPayloadSize, cfg.Rate, cfg.Burst = agentPayloadSize, agentRate, agentRate/20
+		// The real agent reads 1 KiB and sleeps 1 ms per frame: ≈1 MB/s (§9.6). The channel's default bucket
+		// holds 100 ms of tokens, so the average stays ≈1 MB/s when timers fire late on a loaded machine,
+		// while a burst never exceeds 100 KB.
+		cfg.MaxPayloadSize, cfg.Rate = agentPayloadSize, agentRate
 	} else {
 		cfg.MaxPayloadSize = unpacedPayloadSize
 	}
