@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +43,8 @@ func (cw countingWriter) Write(p []byte) (int, error) {
 type closeWriter interface{ CloseWrite() error }
 
 // serveMux copies both ways between the local connection and its stream until both directions are done.
+// The local → agent direction runs on the calling (handler) goroutine and the agent → local direction on one
+// more, so an idle connection costs two parked goroutines and no copy buffer (issue 4 scale target).
 //
 // Half-close (§9.4): the official client tears the stream down when either direction ends, discarding
 // response bytes still in flight. Here a local EOF sends FIN (smux CloseWrite) and the stream keeps
@@ -51,44 +52,49 @@ type closeWriter interface{ CloseWrite() error }
 // agent that closes fully on FIN, as the real one does, still ends both directions; nothing is lost that the
 // agent sent.
 func (s *slot) serveMux(c *fwdConn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // agent → local; no buffer: smux.Stream implements io.WriterTo
-		defer wg.Done()
-		_, err := io.Copy(countingWriter{c.local, c}, c.stream)
-		switch {
-		case err != nil || c.aborted.Load():
-			c.local.Close()
-			c.stream.Close()
-		case c.received.Load() == 0 && s.claimConnectError():
-			// The agent could not dial the destination for this stream (Flag 3, then FIN): close the local
-			// connection at once instead of leaving it half-open.
-			s.log.Warn("Connection to destination failed, check the SSM Agent logs", "port", s.port.String(), "remote", c.local.RemoteAddr().String())
-			c.local.Close()
-		default:
-			if cw, ok := c.local.(closeWriter); ok {
-				cw.CloseWrite()
-			} else {
-				c.local.Close()
-			}
-		}
+	toLocalDone := make(chan struct{})
+	go func() {
+		defer close(toLocalDone)
+		s.copyToLocal(c)
 	}()
-	go func() { // local → agent
-		defer wg.Done()
-		small := make([]byte, smallBufSize)
-		_, err := pumpTo(c.stream, c.local, small)
-		if err != nil {
-			c.stream.Close()
-			c.local.Close()
-			return
-		}
-		if err := c.stream.CloseWrite(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
-			c.stream.Close()
-		}
-	}()
-	wg.Wait()
+	copyToAgent(c)
+	<-toLocalDone
 	c.stream.Close()
 	c.local.Close()
+}
+
+// copyToLocal copies agent → local (no buffer: smux.Stream implements io.WriterTo) and ends the local side
+// the way the stream ended: abort, refusal (ConnectToPortError) or half-close.
+func (s *slot) copyToLocal(c *fwdConn) {
+	_, err := io.Copy(countingWriter{c.local, c}, c.stream)
+	switch {
+	case err != nil || c.aborted.Load():
+		c.local.Close()
+		c.stream.Close()
+	case c.received.Load() == 0 && s.claimConnectError():
+		// The agent could not dial the destination for this stream (Flag 3, then FIN): close the local
+		// connection at once instead of leaving it half-open.
+		s.log.Warn("Connection to destination failed, check the SSM Agent logs", "port", s.port.String(), "remote", c.local.RemoteAddr().String())
+		c.local.Close()
+	default:
+		if cw, ok := c.local.(closeWriter); ok {
+			cw.CloseWrite()
+		} else {
+			c.local.Close()
+		}
+	}
+}
+
+// copyToAgent copies local → agent; a local EOF becomes the stream's FIN (half-close), an error closes both.
+func copyToAgent(c *fwdConn) {
+	if _, err := copyFromLocal(c.stream, c.local); err != nil {
+		c.stream.Close()
+		c.local.Close()
+		return
+	}
+	if err := c.stream.CloseWrite(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		c.stream.Close()
+	}
 }
 
 // ConnectToPortError correlation.

@@ -2,19 +2,59 @@ package portforward
 
 import (
 	"io"
+	"net"
 	"sync"
 )
 
-// Copy buffers. An idle connection must not pin a large buffer (issue 4: ~10 KB per idle connection), so a
-// connection reads into a small per-connection buffer and borrows a large pooled one only while data keeps
-// filling the small one, giving it back after the first short read. The other direction needs no buffer at
-// all: smux streams implement io.WriterTo and hand their own buffers to the local socket.
+// Copy buffers. An idle connection must not pin a buffer (issue 4: ~10 KB per idle connection). Reading
+// from a local socket first waits for readability without a buffer (readWaiter), then borrows a pooled
+// buffer for one read and its write, and gives it back before waiting again. Where that wait is not
+// available, a connection reads into a small per-connection buffer and borrows a large pooled one only while
+// data keeps filling the small one. The other direction needs no buffer at all: smux streams implement
+// io.WriterTo and hand their own buffers to the local socket.
 const (
 	smallBufSize = 2 << 10
 	bigBufSize   = 32 << 10
 )
 
 var bigBufs = sync.Pool{New: func() any { b := make([]byte, bigBufSize); return &b }}
+
+// copyFromLocal copies the local connection src to dst until src ends, holding a buffer only while data
+// moves. It returns the bytes copied and nil on EOF.
+func copyFromLocal(dst io.Writer, src net.Conn) (int64, error) {
+	wait := readWaiter(src)
+	if wait == nil {
+		return pumpTo(dst, src, make([]byte, smallBufSize))
+	}
+	var total int64
+	for {
+		if err := wait(); err != nil {
+			return total, err
+		}
+		n, err := copyOnce(dst, src)
+		total += int64(n)
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// copyOnce does one read of src into a borrowed buffer and writes what it got to dst.
+func copyOnce(dst io.Writer, src io.Reader) (int, error) {
+	big := bigBufs.Get().(*[]byte)
+	defer bigBufs.Put(big)
+	n, rerr := src.Read(*big)
+	if n > 0 {
+		w, werr := dst.Write((*big)[:n])
+		if werr != nil {
+			return w, werr
+		}
+	}
+	return n, rerr
+}
 
 // pumpTo copies src to dst until src ends, like io.Copy but with the small/borrowed buffer scheme. It
 // returns the bytes copied and nil on EOF.
