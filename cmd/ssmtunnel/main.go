@@ -107,8 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type forwardOptions struct {
 	remoteHost, address, region, document, roleARN, reason string
 	healthAddr, metricsAddr, logLevel, rate                string
+	sessionReceiveBuffer                                   string
 	sessions, maxPayloadSize                               int
-	drainTimeout                                           time.Duration
+	drainTimeout, streamStallTimeout                       time.Duration
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {
@@ -125,6 +126,8 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", portforward.DefaultDrainTimeout, "on SIGINT/SIGTERM, how long open connections may finish")
 	fs.IntVar(&o.maxPayloadSize, "max-payload-size", datachannel.DefaultMaxPayloadSize, "bytes per data frame (the service's is 1024)")
 	fs.StringVar(&o.rate, "rate", strconv.Itoa(datachannel.DefaultRate), "bytes/s per session and direction, with optional k/M/G suffix; 0 = unlimited")
+	fs.StringVar(&o.sessionReceiveBuffer, "session-receive-buffer", "16Mi", "most bytes one session buffers for local readers that lag (smux v1 session bucket); memory bound: this × sessions × ports")
+	fs.DurationVar(&o.streamStallTimeout, "stream-stall-timeout", portforward.DefaultStreamStallTimeout, "reset a connection whose local reader accepted nothing for this long while data waits for it (a tenth of it once the session buffer is half full): smux v1 has no per-stream flow control")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.SortFlags = false
 	return fs
@@ -132,7 +135,26 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 
 // parseRate reads "1000000", "1M", "10MB", "512k", "1Mi"; 0 means unlimited.
 func parseRate(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(s), "/s"), "B")
+	n, ok := parseBytes(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
+	if !ok {
+		return 0, fmt.Errorf("--rate %q must be a non-negative number of bytes per second, like 1000000, 2M or 0 (unlimited)", s)
+	}
+	return n, nil
+}
+
+// parseBufferSize reads --session-receive-buffer: "16Mi", "4194304", "32M"; 0 means the default.
+func parseBufferSize(s string) (int, error) {
+	n, ok := parseBytes(s)
+	if !ok || n > portforward.MaxSessionReceiveBuffer {
+		return 0, fmt.Errorf("--session-receive-buffer %q must be a number of bytes like 16Mi or 33554432, at most 1Gi (0 for the default)", s)
+	}
+	return int(n), nil
+}
+
+// parseBytes reads a non-negative byte count with an optional k/M/G (10^3) or Ki/Mi/Gi (2^10) suffix and
+// an optional trailing B.
+func parseBytes(s string) (int64, bool) {
+	t := strings.TrimSuffix(strings.TrimSpace(s), "B")
 	mult := int64(1)
 	for _, u := range []struct {
 		suffix string
@@ -145,9 +167,9 @@ func parseRate(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("--rate %q must be a non-negative number of bytes per second, like 1000000, 2M or 0 (unlimited)", s)
+		return 0, false
 	}
-	return n * mult, nil
+	return n * mult, true
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -193,6 +215,10 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return usageError{err}
 	}
+	recvBuf, err := parseBufferSize(o.sessionReceiveBuffer)
+	if err != nil {
+		return usageError{err}
+	}
 	rate, err := parseRate(o.rate)
 	if err != nil {
 		return usageError{err}
@@ -219,6 +245,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pfCfg := portforward.Config{
 		Target: target, RemoteHost: o.remoteHost, Document: o.document, Reason: reason, Ports: ports,
 		Address: o.address, Sessions: o.sessions, DrainTimeout: o.drainTimeout, Out: stdout,
+		SessionReceiveBuffer: recvBuf, StreamStallTimeout: o.streamStallTimeout,
 	}
 	if err := pfCfg.Validate(); err != nil {
 		return usageError{err}

@@ -85,6 +85,20 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
+func TestParseBufferSize(t *testing.T) {
+	for in, want := range map[string]int{"0": 0, "16Mi": 16 << 20, "4194304": 4 << 20, "32M": 32e6, "1Gi": 1 << 30} {
+		got, err := parseBufferSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseBufferSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "2Gi", "lots"} {
+		if _, err := parseBufferSize(in); err == nil || !strings.Contains(err.Error(), "--session-receive-buffer") {
+			t.Errorf("parseBufferSize(%q) = %v, want an error naming the flag", in, err)
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, &out, io.Discard); code != exitOK || !strings.HasPrefix(out.String(), "ssmtunnel ") {

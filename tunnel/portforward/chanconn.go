@@ -20,11 +20,14 @@ type chanConn struct {
 
 	rmu     sync.Mutex // one reader (smux's recvLoop), but Close may race with it
 	pending []byte
+	tap     smuxTap
 }
 
-func newChanConn(ch *datachannel.Channel, onFlag func(message.Flag)) *chanConn {
+// newChanConn returns smux's connection over ch. onStreamBytes is told the payload bytes of each stream as
+// smux reads them (see smuxTap).
+func newChanConn(ch *datachannel.Channel, onFlag func(message.Flag), onStreamBytes func(sid uint32, n int)) *chanConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &chanConn{ch: ch, ctx: ctx, cancel: cancel, onFlag: onFlag}
+	return &chanConn{ch: ch, ctx: ctx, cancel: cancel, onFlag: onFlag, tap: smuxTap{onBytes: onStreamBytes}}
 }
 
 func (c *chanConn) Read(p []byte) (int, error) {
@@ -46,6 +49,7 @@ func (c *chanConn) Read(p []byte) (int, error) {
 		// Other payload types (a late handshake retransmit, §9.4 startup race) are ignored, not fatal.
 	}
 	n := copy(p, c.pending)
+	c.tap.observe(p[:n])
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 {
 		c.pending = nil

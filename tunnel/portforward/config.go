@@ -71,6 +71,18 @@ const (
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultStallTimeout   = 15 * time.Second
 	MaxSessionsPerPort    = 64
+	// DefaultSessionReceiveBuffer is smux's session-wide receive bucket on the client (the official peers
+	// use 4 MiB, §9.4). smux v1 has no per-stream window (§9.7), so a stream whose local reader stops keeps
+	// its bytes in this bucket; a larger one lets it hold its share while the others keep flowing. It is
+	// an upper bound on buffered bytes, not a preallocation: at most this much per session (times
+	// --sessions, times ports) while local readers lag.
+	DefaultSessionReceiveBuffer = 16 << 20
+	// MinSessionReceiveBuffer holds two of the agent's largest smux frames (32 KiB, §9.4).
+	MinSessionReceiveBuffer = 64 << 10
+	// MaxSessionReceiveBuffer is smux's limit (an int32 bucket), rounded down.
+	MaxSessionReceiveBuffer = 1 << 30
+	// DefaultStreamStallTimeout: see Config.StreamStallTimeout.
+	DefaultStreamStallTimeout = 10 * time.Second
 )
 
 // Config configures a Forwarder.
@@ -90,6 +102,15 @@ type Config struct {
 	// StallTimeout: a session whose unacknowledged frames see no ack for this long counts as stalled: not
 	// ready and given no new connections. Default 15s.
 	StallTimeout time.Duration
+	// SessionReceiveBuffer is the smux session-wide receive bucket in bytes on this side (default 16 MiB,
+	// DefaultSessionReceiveBuffer): the most a session buffers for local readers that lag.
+	SessionReceiveBuffer int
+	// StreamStallTimeout resets a stream whose local connection has accepted no bytes for this long while
+	// bytes from the agent wait for it. smux v1 has no per-stream flow control (§9.4, §9.7): such a stream
+	// would otherwise fill the session's buffer and stop every other stream of the session. When the
+	// session's buffer is half full, a tenth of this timeout applies, since the whole session is about to
+	// stop. Default 10s.
+	StreamStallTimeout time.Duration
 	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
 	Out io.Writer
 	// Logger for connection and session events. Default: discard.
@@ -123,8 +144,12 @@ func (c Config) Validate() error {
 	if c.Sessions < 0 || c.Sessions > MaxSessionsPerPort {
 		return fmt.Errorf("--sessions must be between 1 and %d, got %d", MaxSessionsPerPort, c.Sessions)
 	}
-	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 {
+	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 || c.StreamStallTimeout < 0 {
 		return errors.New("timeouts must not be negative")
+	}
+	if b := c.SessionReceiveBuffer; b != 0 && (b < MinSessionReceiveBuffer || b > MaxSessionReceiveBuffer) {
+		return fmt.Errorf("--session-receive-buffer must be between %d and %d bytes (0 for the default %d), got %d",
+			MinSessionReceiveBuffer, MaxSessionReceiveBuffer, DefaultSessionReceiveBuffer, b)
 	}
 	return nil
 }
@@ -144,6 +169,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.SessionReceiveBuffer == 0 {
+		c.SessionReceiveBuffer = DefaultSessionReceiveBuffer
+	}
+	if c.StreamStallTimeout == 0 {
+		c.StreamStallTimeout = DefaultStreamStallTimeout
 	}
 	if c.Out == nil {
 		c.Out = io.Discard

@@ -56,12 +56,15 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("valid config: %v", err)
 	}
 	bad := map[string]Config{
-		"target":   {Target: "x", Ports: ok.Ports},
-		"no ports": {Target: ok.Target},
-		"sessions": {Target: ok.Target, Ports: ok.Ports, Sessions: MaxSessionsPerPort + 1},
-		"address":  {Target: ok.Target, Ports: ok.Ports, Address: "127.0.0.1:80"},
-		"reason":   {Target: ok.Target, Ports: ok.Ports, Reason: "a\nb"},
-		"drain":    {Target: ok.Target, Ports: ok.Ports, DrainTimeout: -1},
+		"target":                    {Target: "x", Ports: ok.Ports},
+		"no ports":                  {Target: ok.Target},
+		"sessions":                  {Target: ok.Target, Ports: ok.Ports, Sessions: MaxSessionsPerPort + 1},
+		"address":                   {Target: ok.Target, Ports: ok.Ports, Address: "127.0.0.1:80"},
+		"reason":                    {Target: ok.Target, Ports: ok.Ports, Reason: "a\nb"},
+		"drain":                     {Target: ok.Target, Ports: ok.Ports, DrainTimeout: -1},
+		"stream stall timeout":      {Target: ok.Target, Ports: ok.Ports, StreamStallTimeout: -1},
+		"receive buffer below 64Ki": {Target: ok.Target, Ports: ok.Ports, SessionReceiveBuffer: MinSessionReceiveBuffer - 1},
+		"receive buffer above 1Gi":  {Target: ok.Target, Ports: ok.Ports, SessionReceiveBuffer: MaxSessionReceiveBuffer + 1},
 	}
 	for name, c := range bad {
 		if err := c.Validate(); err == nil {

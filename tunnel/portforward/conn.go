@@ -18,7 +18,12 @@ type fwdConn struct {
 	stream   *smux.Stream
 	opened   time.Time
 	received atomic.Int64 // bytes from the agent so far; 0 = still awaiting first data
+	arrived  atomic.Int64 // bytes smux read for this stream (smuxTap); arrived - received are held
 	aborted  atomic.Bool
+
+	// watchdog state, only touched by the watchdog goroutine
+	lastDelivered int64
+	stallSince    time.Time
 }
 
 // abort closes both ends at once (destination refused, drain deadline).

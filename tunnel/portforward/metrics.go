@@ -23,13 +23,15 @@ var (
 	descBytes       = prometheus.NewDesc("ssmtunnel_bytes_total", "Payload bytes carried by the data channel; direction is sent (to the agent) or received.", append(labels, "direction"), nil)
 	descRetransmits = prometheus.NewDesc("ssmtunnel_retransmits_total", "Data frames sent again for want of an ack.", labels, nil)
 	descRTT         = prometheus.NewDesc("ssmtunnel_rtt_seconds", "Smoothed round-trip time of data-channel acks (§7.3).", labels, nil)
+	descHeld        = prometheus.NewDesc("ssmtunnel_stream_held_bytes", "Bytes received from the agent that local connections have not accepted yet (smux v1 session buffer in use).", labels, nil)
+	descStallResets = prometheus.NewDesc("ssmtunnel_stalled_stream_resets_total", "Connections reset because their local reader stopped while bytes waited for them (smux v1 has no per-stream flow control).", labels, nil)
 	descConnErrors  = prometheus.NewDesc("ssmtunnel_connect_errors_total", "ConnectToPortError flags: the agent could not reach the destination.", labels, nil)
 )
 
 // Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
 func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descSessionUp, descStalled, descStarts, descResumes,
-		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descRTT, descConnErrors} {
+		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descRTT, descConnErrors, descHeld, descStallResets} {
 		ch <- d
 	}
 }
@@ -78,6 +80,8 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRetransmits, prometheus.CounterValue, float64(st.Retransmits), lv...)
 			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, srtt, lv...)
 			ch <- prometheus.MustNewConstMetric(descConnErrors, prometheus.CounterValue, float64(s.connectErrors.Load()), lv...)
+			ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(s.heldBytes()), lv...)
+			ch <- prometheus.MustNewConstMetric(descStallResets, prometheus.CounterValue, float64(s.stalledResets.Load()), lv...)
 		}
 	}
 }
@@ -92,6 +96,10 @@ type SessionStats struct {
 	OpenStreams int
 	Streams     uint64
 	Resumes     uint64
+	// HeldBytes are bytes from the agent that the slot's local connections have not accepted yet.
+	HeldBytes int64
+	// StalledResets counts connections reset by the stalled-stream watchdog.
+	StalledResets uint64
 }
 
 // Sessions returns a snapshot of every slot of every port.
@@ -105,8 +113,20 @@ func (f *Forwarder) Sessions() []SessionStats {
 				ss.SessionID, ss.State, ss.Resumes = s.sess.ID(), s.sess.State(), s.sess.Resumes()
 			}
 			p.mu.Unlock()
+			ss.HeldBytes, ss.StalledResets = s.heldBytes(), s.stalledResets.Load()
 			out = append(out, ss)
 		}
 	}
 	return out
+}
+
+// heldBytes sums what smux holds for the slot's connections.
+func (s *slot) heldBytes() int64 {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	var n int64
+	for c := range s.conns {
+		n += c.held()
+	}
+	return n
 }

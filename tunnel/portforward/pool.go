@@ -98,6 +98,7 @@ type slot struct {
 	// guarded by pool.mu
 	sess    *session.Session
 	mux     *smux.Session
+	streams *streamTable // of mux
 	basic   *basicMux
 	mode    mode
 	open    int
@@ -113,6 +114,7 @@ type slot struct {
 	streamsTotal  atomic.Uint64
 	starts        atomic.Uint64
 	connectErrors atomic.Uint64
+	stalledResets atomic.Uint64
 	smu           sync.Mutex
 	base          datachannel.Stats
 	baseResumes   uint64
@@ -193,13 +195,18 @@ func (s *slot) install(sess *session.Session) {
 	}
 	var mux *smux.Session
 	var basic *basicMux
+	var streams *streamTable
 	if m == modeMux {
 		cfg := smux.DefaultConfig()
 		cfg.Version = 1
+		// The receive bucket is local memory only (never announced in v1): larger than the peers' 4 MiB so
+		// that one stalled stream does not stop the session before the watchdog resets it.
+		cfg.MaxReceiveBuffer = s.f.cfg.SessionReceiveBuffer
 		// §9.2: keepalive off only for agents above 3.1.1511.0, which turn theirs off for our ClientVersion too.
 		cfg.KeepAliveDisabled = hs.AgentVersion.Compare(message.AgentKeepAliveOffAbove) > 0
 		var err error
-		mux, err = smux.Client(newChanConn(sess.Channel(), s.onFlag), cfg)
+		streams = newStreamTable()
+		mux, err = smux.Client(newChanConn(sess.Channel(), s.onFlag, streams.credit), cfg)
 		if err != nil { // only on an invalid config, which DefaultConfig is not
 			panic(err)
 		}
@@ -207,7 +214,7 @@ func (s *slot) install(sess *session.Session) {
 		basic = newBasicMux(sess.Channel())
 	}
 	s.pool.mu.Lock()
-	s.sess, s.mode, s.mux, s.basic, s.stalled = sess, m, mux, basic, false
+	s.sess, s.mode, s.mux, s.streams, s.basic, s.stalled = sess, m, mux, streams, basic, false
 	s.pool.mu.Unlock()
 	s.smu.Lock()
 	s.stallAcks, s.stallSince = 0, time.Time{}
@@ -225,7 +232,7 @@ func (s *slot) uninstall(sess *session.Session) {
 	s.pool.mu.Lock()
 	mux, basic := s.mux, s.basic
 	if s.sess == sess {
-		s.sess, s.mux, s.basic = nil, nil, nil
+		s.sess, s.mux, s.streams, s.basic = nil, nil, nil, nil
 	}
 	s.pool.mu.Unlock()
 	if mux != nil {
@@ -255,7 +262,7 @@ func addStats(a, b datachannel.Stats) datachannel.Stats {
 func (s *slot) handle(local net.Conn, sess *session.Session) error {
 	defer s.pool.release(s)
 	s.pool.mu.Lock()
-	m, mux, basic := s.mode, s.mux, s.basic
+	m, mux, streams, basic := s.mode, s.mux, s.streams, s.basic
 	cur := s.sess
 	s.pool.mu.Unlock()
 	if cur != sess {
@@ -270,6 +277,8 @@ func (s *slot) handle(local net.Conn, sess *session.Session) error {
 		return fmt.Errorf("failed to open a stream: %w", err)
 	}
 	c := &fwdConn{local: local, stream: st, opened: time.Now()}
+	streams.add(st.ID(), c)
+	defer streams.remove(st.ID())
 	s.cmu.Lock()
 	if s.conns == nil {
 		s.conns = map[*fwdConn]struct{}{}

@@ -1,0 +1,39 @@
+package portforward
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+func smuxFrame(cmd byte, sid uint32, payload int) []byte {
+	f := make([]byte, smuxHeaderSize+payload)
+	f[0], f[1] = 1, cmd
+	binary.LittleEndian.PutUint16(f[2:4], uint16(payload))
+	binary.LittleEndian.PutUint32(f[4:8], sid)
+	return f
+}
+
+// TestSmuxTapCountsPayloadPerStreamAcrossAnySplit: smux reads the byte stream in pieces of any size
+// (header alone, then payload; or a chunk cutting a header), so the tap must credit PSH payload bytes to
+// the right stream whatever the split, and nothing for SYN, FIN or NOP.
+func TestSmuxTapCountsPayloadPerStreamAcrossAnySplit(t *testing.T) {
+	var stream []byte
+	stream = append(stream, smuxFrame(0, 3, 0)...) // SYN
+	stream = append(stream, smuxFrame(smuxCmdPSH, 3, 1000)...)
+	stream = append(stream, smuxFrame(3, 0, 0)...) // NOP
+	stream = append(stream, smuxFrame(smuxCmdPSH, 5, 32768)...)
+	stream = append(stream, smuxFrame(smuxCmdPSH, 3, 7)...)
+	stream = append(stream, smuxFrame(1, 5, 0)...) // FIN
+	for _, chunk := range []int{1, 3, 8, 1000, 4096, len(stream)} {
+		got := map[uint32]int{}
+		tap := smuxTap{onBytes: func(sid uint32, n int) { got[sid] += n }}
+		for b := stream; len(b) > 0; {
+			n := min(chunk, len(b))
+			tap.observe(b[:n])
+			b = b[n:]
+		}
+		if got[3] != 1007 || got[5] != 32768 || len(got) != 2 {
+			t.Errorf("chunks of %d: credited %v, want stream 3: 1007, stream 5: 32768", chunk, got)
+		}
+	}
+}
