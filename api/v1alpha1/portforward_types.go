@@ -137,6 +137,7 @@ type PortForwardSpec struct {
 
 	// service customises the Service in front of the tunnel pods.
 	// +optional
+	// +kubebuilder:default={}
 	Service ServiceSpec `json:"service,omitempty,omitzero"`
 
 	// podTemplate overrides scheduling and resources of the tunnel pods.

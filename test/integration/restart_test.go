@@ -61,11 +61,11 @@ func (w *writeLog) add(s string) {
 // fail, like an operator killed half-way through a reconcile.
 func countingClient(t testing.TB, log *writeLog, failApply string) client.Client {
 	t.Helper()
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{
+	return interceptor.NewClient(c, interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			log.add(fmt.Sprintf("create %T %s", obj, obj.GetName()))
 			return c.Create(ctx, obj, opts...)

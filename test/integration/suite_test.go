@@ -73,6 +73,12 @@ func TestMain(m *testing.M) {
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// The default 20 s is too short for a first start on a busy 2-core CI machine.
+		ControlPlaneStartTimeout: 3 * time.Minute,
+	}
+	if os.Getenv("SSMTUNNEL_TEST_VERBOSE") != "" {
+		apiServer := testEnv.ControlPlane.GetAPIServer()
+		apiServer.Out, apiServer.Err = os.Stderr, os.Stderr
 	}
 	var err error
 	cfg, err = testEnv.Start()
