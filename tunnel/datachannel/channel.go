@@ -438,6 +438,9 @@ func (c *Channel) Stats() Stats {
 // Role returns the role the channel was created with.
 func (c *Channel) Role() Role { return c.cfg.Role }
 
+// MaxPayloadSize returns the largest Output payload of one frame; Send splits larger writes at it.
+func (c *Channel) MaxPayloadSize() int { return c.cfg.MaxPayloadSize }
+
 // kick asks the scheduler to recompute its deadline.
 func (c *Channel) kick() {
 	select {

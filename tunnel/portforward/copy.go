@@ -17,6 +17,10 @@ const (
 	bigBufSize   = 32 << 10
 )
 
+// muxReadSize is the most one local read takes for a stream: one full smux frame (smuxFrameSizeFor), so a
+// read becomes exactly one smux frame and whole data channel payloads, not a full frame plus a sliver.
+const muxReadSize = bigBufSize - smuxHeaderSize
+
 var bigBufs = sync.Pool{New: func() any { b := make([]byte, bigBufSize); return &b }}
 
 // copyFromLocal copies the local connection src to dst until src ends, holding a buffer only while data
@@ -46,7 +50,7 @@ func copyFromLocal(dst io.Writer, src net.Conn) (int64, error) {
 func copyOnce(dst io.Writer, src io.Reader) (int, error) {
 	big := bigBufs.Get().(*[]byte)
 	defer bigBufs.Put(big)
-	n, rerr := src.Read(*big)
+	n, rerr := src.Read((*big)[:muxReadSize])
 	if n > 0 {
 		w, werr := dst.Write((*big)[:n])
 		if werr != nil {

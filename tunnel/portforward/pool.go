@@ -202,6 +202,7 @@ func (s *slot) install(sess *session.Session) {
 		// The receive bucket is local memory only (never announced in v1): larger than the peers' 4 MiB so
 		// that one stalled stream does not stop the session before the watchdog resets it.
 		cfg.MaxReceiveBuffer = s.f.cfg.SessionReceiveBuffer
+		cfg.MaxFrameSize = smuxFrameSizeFor(sess.Channel().MaxPayloadSize())
 		// §9.2: keepalive off only for agents above 3.1.1511.0, which turn theirs off for our ClientVersion too.
 		cfg.KeepAliveDisabled = hs.AgentVersion.Compare(message.AgentKeepAliveOffAbove) > 0
 		var err error
@@ -225,6 +226,18 @@ func (s *slot) install(sess *session.Session) {
 		fmt.Fprintln(s.f.cfg.Out, hs.CustomerMessage)
 	}
 	s.pool.notify()
+}
+
+// smuxFrameSizeFor is the largest smux data size whose frame (8-byte header included) fills whole data
+// channel payloads, at most smux's default 32 KiB frame. With smux's default 32768-byte data, every frame
+// was 32776 bytes and the channel sent it as a full payload plus an 8-byte one: twice the frames, digests,
+// acks and websocket writes for the same bytes with 32 KiB payloads (issue 4, upload at pacing none).
+func smuxFrameSizeFor(maxPayload int) int {
+	const smuxDefaultFrame = 32 << 10
+	if maxPayload <= 0 || maxPayload > smuxDefaultFrame {
+		return smuxDefaultFrame - smuxHeaderSize
+	}
+	return smuxDefaultFrame/maxPayload*maxPayload - smuxHeaderSize
 }
 
 // uninstall detaches an ended session; its open streams end with it.

@@ -37,3 +37,17 @@ func TestSmuxTapCountsPayloadPerStreamAcrossAnySplit(t *testing.T) {
 		}
 	}
 }
+
+// TestSmuxFrameSizeFillsWholePayloads: a full smux frame, header included, is a whole number of data
+// channel payloads, so no frame leaves an 8-byte remainder to travel alone.
+func TestSmuxFrameSizeFillsWholePayloads(t *testing.T) {
+	for _, p := range []int{1024, 1000, 4096, 32 << 10, 64 << 10, 1} {
+		fs := smuxFrameSizeFor(p)
+		if fs <= 0 || fs > 32768 {
+			t.Fatalf("payload %d: frame size %d out of smux's range", p, fs)
+		}
+		if p <= 32<<10 && (fs+smuxHeaderSize)%p != 0 {
+			t.Errorf("payload %d: a frame of %d bytes + header leaves a remainder of %d", p, fs, (fs+smuxHeaderSize)%p)
+		}
+	}
+}
