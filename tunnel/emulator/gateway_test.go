@@ -65,8 +65,51 @@ type rawClient struct {
 }
 
 func newRawClient(t *testing.T) *rawClient {
-	return &rawClient{t: t, clientID: "c780a302-0000-4000-8000-000000000001", ahead: map[int64]message.Message{}, unacked: map[int64][]byte{},
+	c := &rawClient{t: t, clientID: "c780a302-0000-4000-8000-000000000001", ahead: map[int64]message.Message{}, unacked: map[int64][]byte{},
 		data: make(chan message.Message, 4096), closed: make(chan message.Message, 1)}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go c.resendLoop(stop)
+	return c
+}
+
+// resendInterval is the raw client's fixed retransmission timeout. The agent drops frames without an ack
+// when its receive buffer is full (§7.2, §11.3) and this client sends without a window, so like any real
+// client it must resend what stays unacknowledged, or a burst faster than the agent consumes hangs.
+const resendInterval = 200 * time.Millisecond
+
+// resendBudget bounds the bytes one resend round writes, oldest frames first (go-back-N from the first
+// frame the agent dropped), so a large backlog is not flooded back at the agent every round.
+const resendBudget = 256 << 10
+
+// resendLoop resends the oldest unacknowledged frames, in sequence order, each resendInterval until stop.
+func (c *rawClient) resendLoop(stop <-chan struct{}) {
+	t := time.NewTicker(resendInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.ws != nil {
+			seqs := make([]int64, 0, len(c.unacked))
+			for s := range c.unacked {
+				seqs = append(seqs, s)
+			}
+			slices.Sort(seqs)
+			budget := resendBudget
+			for _, s := range seqs {
+				if budget <= 0 {
+					break
+				}
+				budget -= len(c.unacked[s])
+				_ = c.ws.WriteMessage(websocket.BinaryMessage, c.unacked[s])
+			}
+		}
+		c.mu.Unlock()
+	}
 }
 
 // dial opens the websocket and sends OpenDataChannel; it returns the websocket's first read error, if the
