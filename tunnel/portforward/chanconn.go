@@ -23,11 +23,11 @@ type chanConn struct {
 	tap     smuxTap
 }
 
-// newChanConn returns smux's connection over ch. onStreamBytes is told the payload bytes of each stream as
-// smux reads them (see smuxTap).
-func newChanConn(ch *datachannel.Channel, onFlag func(message.Flag), onStreamBytes func(sid uint32, n int)) *chanConn {
+// newChanConn returns smux's connection over ch. events is told of each stream's SYN as smux sends it and
+// of its payload bytes and FIN as smux reads them (see smuxTap).
+func newChanConn(ch *datachannel.Channel, onFlag func(message.Flag), events streamEvents) *chanConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &chanConn{ch: ch, ctx: ctx, cancel: cancel, onFlag: onFlag, tap: smuxTap{onBytes: onStreamBytes}}
+	return &chanConn{ch: ch, ctx: ctx, cancel: cancel, onFlag: onFlag, tap: smuxTap{events: events}}
 }
 
 func (c *chanConn) Read(p []byte) (int, error) {
@@ -58,6 +58,8 @@ func (c *chanConn) Read(p []byte) (int, error) {
 }
 
 func (c *chanConn) Write(p []byte) (int, error) {
+	// Before the send: the agent's answer to a SYN must find the stream registered (see streamTable.opened).
+	observeSent(p, c.tap.events)
 	if err := c.ch.Send(c.ctx, message.PayloadOutput, p); err != nil {
 		return 0, err
 	}

@@ -13,7 +13,15 @@ import (
 )
 
 // fwdConn is one accepted local connection carried by one smux stream.
+//
+// Memory at rest (issue 4: 10,000 idle connections in ≤ 100 MB): the local → agent copy runs on the
+// handler goroutine and holds no buffer while it waits (copyFromLocal). The agent → local copy runs on a
+// goroutine of its own only while the stream has something for the local connection: smuxTap sees every
+// payload byte and FIN just before smux buffers it and wakes the copy (wakeToLocal), which writes straight
+// from smux's buffers (smux.Stream's WriteTo) and exits once the local connection has taken every byte that
+// arrived. An idle connection therefore costs the handler goroutine only.
 type fwdConn struct {
+	slot     *slot
 	local    net.Conn
 	stream   *smux.Stream
 	opened   time.Time
@@ -21,35 +29,77 @@ type fwdConn struct {
 	arrived  atomic.Int64 // bytes smux read for this stream (smuxTap); arrived - received are held
 	aborted  atomic.Bool
 
+	// agent → local copy
+	toLocal     atomic.Int32 // copyOpening, copyIdle, copyRunning or copyDone
+	drainToEnd  atomic.Bool  // FIN, session end or local side done: copy until the stream ends
+	toLocalDone chan struct{}
+
 	// watchdog state, only touched by the watchdog goroutine
 	lastDelivered int64
 	stallSince    time.Time
 }
 
-// abort closes both ends at once (destination refused, drain deadline).
+// States of a connection's agent → local copy. Whoever moves it from copyIdle to copyRunning runs the copy;
+// so one copy at most runs, and bytes that arrive while it is stopping start it again (see pumpToLocal).
+const (
+	copyOpening int32 = iota // registered at SYN, not yet attached: arrivals only count
+	copyIdle
+	copyRunning
+	copyDone
+)
+
+// attach completes the connection registered for the stream (streamTable.opened) and starts the agent →
+// local copy if the agent already sent something.
+func (c *fwdConn) attach(s *slot, local net.Conn, st *smux.Stream) {
+	c.slot, c.local, c.stream, c.opened = s, local, st, time.Now()
+	c.toLocalDone = make(chan struct{})
+	c.toLocal.Store(copyIdle)
+	if c.wantsToLocal() {
+		c.wakeToLocal()
+	}
+}
+
+// wantsToLocal: smux holds (or is about to hold) bytes for the local connection, or the stream is ending.
+func (c *fwdConn) wantsToLocal() bool { return c.held() > 0 || c.drainToEnd.Load() }
+
+// wakeToLocal starts the agent → local copy on a goroutine of its own unless it is running, done, or the
+// connection is not attached yet.
+func (c *fwdConn) wakeToLocal() {
+	if c.toLocal.CompareAndSwap(copyIdle, copyRunning) {
+		go c.slot.runToLocal(c)
+	}
+}
+
+// abort closes both ends at once (destination refused, drain deadline, stalled stream).
 func (c *fwdConn) abort() {
 	c.aborted.Store(true)
 	c.local.Close()
 	c.stream.Close()
 }
 
-// countingWriter marks the connection as having received data and counts it.
-type countingWriter struct {
-	w io.Writer
-	c *fwdConn
-}
+// errCaughtUp stops smux's WriteTo once the local connection has every byte that arrived; nothing is lost
+// (the buffer it was given was written whole).
+var errCaughtUp = errors.New("portforward: local connection caught up")
 
-func (cw countingWriter) Write(p []byte) (int, error) {
-	n, err := cw.w.Write(p)
-	cw.c.received.Add(int64(n))
+// toLocalWriter writes to the local connection, counts what it accepted, and stops the copy when it caught
+// up and the stream is not ending.
+type toLocalWriter struct{ c *fwdConn }
+
+func (w toLocalWriter) Write(p []byte) (int, error) {
+	n, err := w.c.local.Write(p)
+	w.c.received.Add(int64(n))
+	if err == nil && !w.c.drainToEnd.Load() && w.c.held() == 0 {
+		return n, errCaughtUp
+	}
 	return n, err
 }
 
 type closeWriter interface{ CloseWrite() error }
 
 // serveMux copies both ways between the local connection and its stream until both directions are done.
-// The local → agent direction runs on the calling (handler) goroutine and the agent → local direction on one
-// more, so an idle connection costs two parked goroutines and no copy buffer (issue 4 scale target).
+// The local → agent direction runs on the calling (handler) goroutine; once it is done, the handler also
+// carries the agent → local direction to its end, so a half-closed connection needs no more goroutines than
+// an idle one.
 //
 // Half-close (§9.4): the official client tears the stream down when either direction ends, discarding
 // response bytes still in flight. Here a local EOF sends FIN (smux CloseWrite) and the stream keeps
@@ -57,21 +107,46 @@ type closeWriter interface{ CloseWrite() error }
 // agent that closes fully on FIN, as the real one does, still ends both directions; nothing is lost that the
 // agent sent.
 func (s *slot) serveMux(c *fwdConn) {
-	toLocalDone := make(chan struct{})
-	go func() {
-		defer close(toLocalDone)
-		s.copyToLocal(c)
-	}()
 	copyToAgent(c)
-	<-toLocalDone
+	c.drainToEnd.Store(true)
+	if c.toLocal.CompareAndSwap(copyIdle, copyRunning) {
+		s.pumpToLocal(c)
+	}
+	<-c.toLocalDone
 	c.stream.Close()
 	c.local.Close()
 }
 
-// copyToLocal copies agent → local (no buffer: smux.Stream implements io.WriterTo) and ends the local side
-// the way the stream ended: abort, refusal (ConnectToPortError) or half-close.
-func (s *slot) copyToLocal(c *fwdConn) {
-	_, err := io.Copy(countingWriter{c.local, c}, c.stream)
+// runToLocal is the agent → local copy goroutine, counted for SessionStats.ToLocalCopies.
+func (s *slot) runToLocal(c *fwdConn) {
+	s.toLocalCopies.Add(1)
+	defer s.toLocalCopies.Add(-1)
+	s.pumpToLocal(c)
+}
+
+// pumpToLocal copies agent → local while smux holds bytes for the connection (or to the stream's end once
+// drainToEnd is set). The caller has moved the copy to copyRunning. When it stops with nothing held, it goes
+// back to copyIdle and looks again: bytes that arrived in between either are seen here or find copyIdle and
+// start a new copy, never neither.
+func (s *slot) pumpToLocal(c *fwdConn) {
+	for {
+		_, err := c.stream.WriteTo(toLocalWriter{c})
+		if err != errCaughtUp {
+			s.endToLocal(c, err)
+			c.toLocal.Store(copyDone)
+			close(c.toLocalDone)
+			return
+		}
+		c.toLocal.Store(copyIdle)
+		if !c.wantsToLocal() || !c.toLocal.CompareAndSwap(copyIdle, copyRunning) {
+			return
+		}
+	}
+}
+
+// endToLocal ends the local side the way the stream ended: abort or error, refusal (ConnectToPortError) or
+// half-close.
+func (s *slot) endToLocal(c *fwdConn, err error) {
 	switch {
 	case err != nil || c.aborted.Load():
 		c.local.Close()

@@ -100,6 +100,9 @@ type SessionStats struct {
 	HeldBytes int64
 	// StalledResets counts connections reset by the stalled-stream watchdog.
 	StalledResets uint64
+	// ToLocalCopies is the number of agent → local copy goroutines running now: connections whose stream
+	// has bytes or an end to deliver. Idle connections have none (issue 4 memory at rest).
+	ToLocalCopies int64
 }
 
 // Sessions returns a snapshot of every slot of every port.
@@ -113,7 +116,7 @@ func (f *Forwarder) Sessions() []SessionStats {
 				ss.SessionID, ss.State, ss.Resumes = s.sess.ID(), s.sess.State(), s.sess.Resumes()
 			}
 			p.mu.Unlock()
-			ss.HeldBytes, ss.StalledResets = s.heldBytes(), s.stalledResets.Load()
+			ss.HeldBytes, ss.StalledResets, ss.ToLocalCopies = s.heldBytes(), s.stalledResets.Load(), s.toLocalCopies.Load()
 			out = append(out, ss)
 		}
 	}

@@ -115,6 +115,7 @@ type slot struct {
 	starts        atomic.Uint64
 	connectErrors atomic.Uint64
 	stalledResets atomic.Uint64
+	toLocalCopies atomic.Int64 // agent → local copy goroutines running now
 	smu           sync.Mutex
 	base          datachannel.Stats
 	baseResumes   uint64
@@ -207,10 +208,11 @@ func (s *slot) install(sess *session.Session) {
 		cfg.KeepAliveDisabled = hs.AgentVersion.Compare(message.AgentKeepAliveOffAbove) > 0
 		var err error
 		streams = newStreamTable()
-		mux, err = smux.Client(newChanConn(sess.Channel(), s.onFlag, streams.credit), cfg)
+		mux, err = smux.Client(newChanConn(sess.Channel(), s.onFlag, streams), cfg)
 		if err != nil { // only on an invalid config, which DefaultConfig is not
 			panic(err)
 		}
+		go endStreamsWithSession(mux, streams)
 	} else {
 		basic = newBasicMux(sess.Channel())
 	}
@@ -226,6 +228,21 @@ func (s *slot) install(sess *session.Session) {
 		fmt.Fprintln(s.f.cfg.Out, hs.CustomerMessage)
 	}
 	s.pool.notify()
+}
+
+// endStreamsWithSession waits until smux stops reading the session (read error, protocol error, close) and
+// then ends every stream's copy. An idle connection has no goroutine reading its stream, so without this
+// nothing would notice its stream fail. AcceptStream returns on exactly those events; the agent never opens
+// streams (§9.4), so one it does open is closed.
+func endStreamsWithSession(mux *smux.Session, streams *streamTable) {
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			streams.endAll()
+			return
+		}
+		st.Close()
+	}
 }
 
 // smuxFrameSizeFor is the largest smux data size whose frame (8-byte header included) fills whole data
@@ -289,9 +306,9 @@ func (s *slot) handle(local net.Conn, sess *session.Session) error {
 	if err != nil {
 		return fmt.Errorf("failed to open a stream: %w", err)
 	}
-	c := &fwdConn{local: local, stream: st, opened: time.Now()}
-	streams.add(st.ID(), c)
 	defer streams.remove(st.ID())
+	c := streams.claim(st.ID())
+	c.attach(s, local, st)
 	s.cmu.Lock()
 	if s.conns == nil {
 		s.conns = map[*fwdConn]struct{}{}

@@ -25,8 +25,9 @@ func TestSmuxTapCountsPayloadPerStreamAcrossAnySplit(t *testing.T) {
 	stream = append(stream, smuxFrame(smuxCmdPSH, 3, 7)...)
 	stream = append(stream, smuxFrame(1, 5, 0)...) // FIN
 	for _, chunk := range []int{1, 3, 8, 1000, 4096, len(stream)} {
-		got := map[uint32]int{}
-		tap := smuxTap{onBytes: func(sid uint32, n int) { got[sid] += n }}
+		rec := &recordedEvents{got: map[uint32]int{}, fins: map[uint32]int{}}
+		got := rec.got
+		tap := smuxTap{events: rec}
 		for b := stream; len(b) > 0; {
 			n := min(chunk, len(b))
 			tap.observe(b[:n])
@@ -35,6 +36,26 @@ func TestSmuxTapCountsPayloadPerStreamAcrossAnySplit(t *testing.T) {
 		if got[3] != 1007 || got[5] != 32768 || len(got) != 2 {
 			t.Errorf("chunks of %d: credited %v, want stream 3: 1007, stream 5: 32768", chunk, got)
 		}
+		if rec.fins[5] != 1 || len(rec.fins) != 1 {
+			t.Errorf("chunks of %d: FINs %v, want one for stream 5", chunk, rec.fins)
+		}
+	}
+}
+
+type recordedEvents struct{ got, fins, opens map[uint32]int }
+
+func (r *recordedEvents) opened(sid uint32)         { r.opens[sid]++ }
+func (r *recordedEvents) arrived(sid uint32, n int) { r.got[sid] += n }
+func (r *recordedEvents) finished(sid uint32)       { r.fins[sid]++ }
+
+// TestObserveSentSeesOnlySYN: smux writes each frame in one Write; only an 8-byte SYN registers a stream.
+func TestObserveSentSeesOnlySYN(t *testing.T) {
+	rec := &recordedEvents{opens: map[uint32]int{}}
+	for _, f := range [][]byte{smuxFrame(0, 7, 0), smuxFrame(smuxCmdPSH, 9, 0), smuxFrame(1, 11, 0), smuxFrame(3, 0, 0)} {
+		observeSent(f, rec)
+	}
+	if rec.opens[7] != 1 || len(rec.opens) != 1 {
+		t.Errorf("opened %v, want only stream 7", rec.opens)
 	}
 }
 

@@ -15,19 +15,43 @@ import (
 // of it) once the session's buffer is half full. Until then the larger client-side bucket
 // (SessionReceiveBuffer) lets the stalled stream hold its share while the others keep flowing.
 
-// streamTable maps the stream IDs of one smux session to their connections, so that the bytes smux reads
-// (smuxTap) can be credited to a connection. Stream IDs restart with every session, hence one per session.
+// streamTable maps the stream IDs of one smux session to their connections, so that what smux reads for a
+// stream (smuxTap) reaches its connection: payload bytes are credited to it (the watchdog's held bytes) and
+// bytes or a FIN start its agent → local copy. Stream IDs restart with every session, hence one per session.
 type streamTable struct {
-	mu sync.Mutex
-	m  map[uint32]*fwdConn
+	mu    sync.Mutex
+	m     map[uint32]*fwdConn
+	ended bool // smux stopped reading: every stream ends, including any opened from now on
 }
 
 func newStreamTable() *streamTable { return &streamTable{m: map[uint32]*fwdConn{}} }
 
-func (t *streamTable) add(sid uint32, c *fwdConn) {
+// opened registers a connection, not yet attached, for the stream whose SYN smux is sending. It runs before
+// the SYN leaves, so the agent's first bytes or FIN can never find the stream unknown and be missed, which
+// would leave them in smux with no copy started.
+func (t *streamTable) opened(sid uint32) {
+	c := &fwdConn{}
 	t.mu.Lock()
+	if t.ended {
+		c.drainToEnd.Store(true)
+	}
 	t.m[sid] = c
 	t.mu.Unlock()
+}
+
+// claim returns the connection registered for sid by opened. If there is none (smux changed how it writes
+// SYNs), the connection cannot rely on the tap and copies until its stream ends, as a connection always did
+// before copies started on demand.
+func (t *streamTable) claim(sid uint32) *fwdConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.m[sid]
+	if c == nil {
+		c = &fwdConn{}
+		c.drainToEnd.Store(true)
+		t.m[sid] = c
+	}
+	return c
 }
 
 func (t *streamTable) remove(sid uint32) {
@@ -36,13 +60,42 @@ func (t *streamTable) remove(sid uint32) {
 	t.mu.Unlock()
 }
 
-// credit records n payload bytes handed to smux for stream sid; bytes of unknown streams are ignored.
-func (t *streamTable) credit(sid uint32, n int) {
+func (t *streamTable) lookup(sid uint32) *fwdConn {
 	t.mu.Lock()
-	c := t.m[sid]
-	t.mu.Unlock()
-	if c != nil {
+	defer t.mu.Unlock()
+	return t.m[sid]
+}
+
+// arrived records n payload bytes handed to smux for stream sid and makes sure they are copied to the local
+// connection; bytes of unknown (already closed) streams are ignored.
+func (t *streamTable) arrived(sid uint32, n int) {
+	if c := t.lookup(sid); c != nil {
 		c.arrived.Add(int64(n))
+		c.wakeToLocal()
+	}
+}
+
+// finished: the agent's FIN for sid; its copy runs until the stream ends and then half-closes the local side.
+func (t *streamTable) finished(sid uint32) {
+	if c := t.lookup(sid); c != nil {
+		c.drainToEnd.Store(true)
+		c.wakeToLocal()
+	}
+}
+
+// endAll ends every stream once smux has stopped reading (read or protocol error, session closed): their
+// reads fail now, and each connection's copy must see that to close its local side.
+func (t *streamTable) endAll() {
+	t.mu.Lock()
+	t.ended = true
+	conns := make([]*fwdConn, 0, len(t.m))
+	for _, c := range t.m {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.drainToEnd.Store(true)
+		c.wakeToLocal()
 	}
 }
 
