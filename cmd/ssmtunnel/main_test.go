@@ -6,15 +6,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil/emutest"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
 
-const instance = "i-0123456789abcdef0"
+const instance = emutest.Instance
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of run's goroutines and the test's reads.
 type syncBuffer struct {
@@ -110,14 +113,7 @@ func TestVersion(t *testing.T) {
 // as a pod or a laptop would be configured.
 func emulatorEnv(t *testing.T, cfg emulator.Config) *emulator.Emulator {
 	t.Helper()
-	if len(cfg.Instances) == 0 {
-		cfg.Instances = []emulator.Instance{{ID: instance}}
-	}
-	emu, err := emulator.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, cfg)
 	t.Setenv("AWS_ENDPOINT_URL_SSM", emu.Endpoint())
 	t.Setenv("AWS_REGION", "us-east-1")
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
@@ -132,22 +128,7 @@ func emulatorEnv(t *testing.T, cfg emulator.Config) *emulator.Emulator {
 
 func echoPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return strconv.Itoa(testutil.Port(testutil.EchoServer(t)))
 }
 
 func runAsync(ctx context.Context, args []string) (*syncBuffer, *syncBuffer, chan int) {
@@ -214,7 +195,7 @@ func TestForwardServesHealthMetricsAndShutsDownCleanly(t *testing.T) {
 	out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + echoPort(t), "--health-addr", health,
 		"--metrics-addr", metrics, "--sessions", "2", "--rate", "0", "--reason", "acceptance test"})
 	var local string
-	waitFor(t, "the Forwarding line", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the Forwarding line", 30*time.Second, func() bool {
 		select {
 		case code := <-done:
 			t.Fatalf("exited early with %d: %s", code, errb.String())
@@ -229,7 +210,7 @@ func TestForwardServesHealthMetricsAndShutsDownCleanly(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, "/readyz 200", 10*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
+	testutil.WaitFor(t, "/readyz 200", 10*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
 	if httpStatus(health, "/healthz") != 200 {
 		t.Error("/healthz not 200")
 	}
@@ -290,15 +271,4 @@ func httpGet(t *testing.T, addr, path string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling external state with a deadline
-	}
 }

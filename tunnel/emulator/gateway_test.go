@@ -20,27 +20,14 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/xtaci/smux"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
 )
 
 // echoServer is a loopback TCP echo destination.
 func echoServer(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testutil.Port(testutil.EchoServer(t))
 }
 
 // rawClient speaks the data channel by hand with tunnel/message, as a minimal plugin would (§4.1, §7, §8):

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
@@ -219,7 +220,7 @@ func TestResumeRefusedStartsNewSession(t *testing.T) {
 			if err := h.emu.DropClient(first); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "a new session", 30*time.Second, func() bool {
+			testutil.WaitFor(t, "a new session", 30*time.Second, func() bool {
 				s := h.fwd.Sessions()[0]
 				return s.SessionID != "" && s.SessionID != first && s.State == session.StateReady
 			})
@@ -239,26 +240,6 @@ func TestResumeRefusedStartsNewSession(t *testing.T) {
 	}
 }
 
-// echoServer echoes every connection.
-func startEchoServer(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln
-}
-
 func echoRoundTrip(c net.Conn, msg []byte) error {
 	if _, err := c.Write(msg); err != nil {
 		return err
@@ -274,7 +255,7 @@ func echoRoundTrip(c net.Conn, msg []byte) error {
 }
 
 func TestDestinationRefusedClosesOnlyThatConnection(t *testing.T) {
-	ln := startEchoServer(t)
+	ln := testutil.EchoServer(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	h := startHarness(t, harnessOpts{
 		emu: emulator.Config{Pacing: emulator.PacingNone},
@@ -320,7 +301,7 @@ func isTimeout(err error) bool {
 }
 
 func TestBasicModeOldAgent(t *testing.T) {
-	ln := startEchoServer(t)
+	ln := testutil.EchoServer(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	h := startHarness(t, harnessOpts{
 		emu: emulator.Config{Pacing: emulator.PacingNone, Instances: []emulator.Instance{{ID: testInstance, AgentVersion: "3.0.196.0"}}},
@@ -361,7 +342,7 @@ func (g *gatedAPI) ResumeSession(ctx context.Context, in *ssm.ResumeSessionInput
 }
 
 func TestPoolSpreadsConnectionsAndSkipsResumingSession(t *testing.T) {
-	ln := startEchoServer(t)
+	ln := testutil.EchoServer(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	gate := make(chan struct{})
 	h := startHarness(t, harnessOpts{
@@ -397,7 +378,7 @@ func TestPoolSpreadsConnectionsAndSkipsResumingSession(t *testing.T) {
 	if err := h.emu.DropClient(victim.SessionID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the dropped session to be resuming", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the dropped session to be resuming", 10*time.Second, func() bool {
 		return h.fwd.Sessions()[0].State == session.StateResuming
 	})
 	open(6)
@@ -409,7 +390,7 @@ func TestPoolSpreadsConnectionsAndSkipsResumingSession(t *testing.T) {
 		t.Errorf("healthy slots have %d and %d streams, want 6 and 6", ss[1].OpenStreams, ss[2].OpenStreams)
 	}
 	close(gate)
-	waitFor(t, "the dropped session to resume", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the dropped session to resume", 30*time.Second, func() bool {
 		return h.fwd.Sessions()[0].State == session.StateReady
 	})
 	// Its old streams survived the drop, and it is now the least loaded, so it takes the next ones.
@@ -425,7 +406,7 @@ func TestPoolSpreadsConnectionsAndSkipsResumingSession(t *testing.T) {
 }
 
 func TestGracefulShutdownTerminatesSessions(t *testing.T) {
-	ln := startEchoServer(t)
+	ln := testutil.EchoServer(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	h := startHarness(t, harnessOpts{
 		emu: emulator.Config{Pacing: emulator.PacingNone},
@@ -437,7 +418,7 @@ func TestGracefulShutdownTerminatesSessions(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- h.stop() }()
-	waitFor(t, "NotReady while draining", 10*time.Second, func() bool { return h.fwd.Ready() != nil })
+	testutil.WaitFor(t, "NotReady while draining", 10*time.Second, func() bool { return h.fwd.Ready() != nil })
 	// The open connection still works during the drain; closing it lets the drain finish early.
 	if err := echoRoundTrip(c, []byte("during drain")); err != nil {
 		t.Errorf("open connection during drain: %v", err)

@@ -14,18 +14,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil/emutest"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
-const testInstance = "i-0123456789abcdef0"
+const testInstance = emutest.Instance
 
 // testLogger logs to stderr when SSMTUNNEL_TEST_LOG is set, and nowhere otherwise.
 func testLogger() *slog.Logger {
@@ -54,18 +51,6 @@ type harnessOpts struct {
 	wrapAPI func(session.API) session.API
 }
 
-func newSSMClient(endpoint string) *ssm.Client {
-	cfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")),
-		BaseEndpoint: aws.String(endpoint),
-		Retryer: func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 5; o.MaxBackoff = time.Second })
-		},
-	}
-	return ssm.NewFromConfig(cfg)
-}
-
 func startHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
 	if len(o.emu.Instances) == 0 {
@@ -74,12 +59,8 @@ func startHarness(t *testing.T, o harnessOpts) *harness {
 	if o.emu.Logger == nil {
 		o.emu.Logger = testLogger()
 	}
-	emu, err := emulator.Start(o.emu)
-	if err != nil {
-		t.Fatalf("emulator: %v", err)
-	}
-	t.Cleanup(func() { emu.Close() })
-	var api session.API = newSSMClient(emu.Endpoint())
+	emu := emutest.Start(t, o.emu)
+	var api session.API = testutil.SSMClient(emu.Endpoint())
 	if o.wrapAPI != nil {
 		api = o.wrapAPI(api)
 	}
@@ -142,18 +123,6 @@ func (h *harness) dial(i int) net.Conn {
 	return c
 }
 
-// waitFor polls external state until cond holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling external state with a deadline, not synchronisation
-	}
-}
-
 // pattern is a deterministic byte stream: both ends can generate and hash it independently.
 type pattern struct{ r *rand.ChaCha8 }
 
@@ -176,36 +145,24 @@ type patternServer struct {
 
 func startPatternServer(t *testing.T, n int64, seed uint64) *patternServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &patternServer{ln: ln, n: n, seed: seed, received: make(chan [32]byte, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var wg sync.WaitGroup
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					io.CopyN(c, newPattern(s.seed), s.n)
-				}()
-				h := sha256.New()
-				io.CopyN(h, c, s.n)
-				var sum [32]byte
-				copy(sum[:], h.Sum(nil))
-				wg.Wait()
-				s.received <- sum
-			}()
-		}
-	}()
+	s := &patternServer{n: n, seed: seed, received: make(chan [32]byte, 16)}
+	s.ln = testutil.Serve(t, s.serve)
 	return s
+}
+
+func (s *patternServer) serve(c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.CopyN(c, newPattern(s.seed), s.n)
+	}()
+	h := sha256.New()
+	io.CopyN(h, c, s.n)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	wg.Wait()
+	s.received <- sum
 }
 
 func (s *patternServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 )
@@ -32,26 +33,12 @@ type holServer struct {
 
 func startHOLServer(t *testing.T, bounded, fixed int64) *holServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &holServer{ln: ln, bounded: bounded, fixed: fixed, uploads: make(chan int64, 4)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
+	s := &holServer{bounded: bounded, fixed: fixed, uploads: make(chan int64, 4)}
+	s.ln = testutil.Serve(t, s.serve)
 	return s
 }
 
 func (s *holServer) serve(c net.Conn) {
-	defer c.Close()
 	var op [1]byte
 	if _, err := io.ReadFull(c, op[:]); err != nil {
 		return
@@ -133,7 +120,7 @@ func TestStalledStreamHoldsItsShareOthersFlow(t *testing.T) {
 	stalled := openOp(t, h, 'B')
 	stallLocally(t, stalled)
 	const moreThanPeerBucket = 5 << 20
-	waitFor(t, "the stalled stream to hold more than 4 MiB", 60*time.Second, func() bool {
+	testutil.WaitFor(t, "the stalled stream to hold more than 4 MiB", 60*time.Second, func() bool {
 		return slotStats(h).HeldBytes >= moreThanPeerBucket
 	})
 	downloadAll(t, h, 4, 2<<20, 60*time.Second)
@@ -173,7 +160,7 @@ func TestWatchdogResetsStalledStream(t *testing.T) {
 	})
 	stalled := openOp(t, h, 'D')
 	stallLocally(t, stalled)
-	waitFor(t, "the watchdog to reset the stalled stream", 60*time.Second, func() bool {
+	testutil.WaitFor(t, "the watchdog to reset the stalled stream", 60*time.Second, func() bool {
 		return slotStats(h).StalledResets >= 1
 	})
 	downloadAll(t, h, 4, 2<<20, 60*time.Second)
@@ -207,7 +194,7 @@ func TestUploadFlowsWhileSmuxIsNotReading(t *testing.T) {
 	})
 	stalled := openOp(t, h, 'D')
 	stallLocally(t, stalled)
-	waitFor(t, "the stalled stream to fill the session buffer", 60*time.Second, func() bool {
+	testutil.WaitFor(t, "the stalled stream to fill the session buffer", 60*time.Second, func() bool {
 		return slotStats(h).HeldBytes >= buf
 	})
 	up := openOp(t, h, 'U')

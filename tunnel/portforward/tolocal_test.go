@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 )
@@ -45,7 +46,7 @@ const (
 // waitIdle waits until no agent → local copy runs: every byte that arrived has been delivered.
 func waitIdle(t *testing.T, h *harness) {
 	t.Helper()
-	waitFor(t, "no agent → local copy running", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "no agent → local copy running", 20*time.Second, func() bool {
 		return goroutinesIn(toLocalCopyFn) == 0 && h.fwd.Sessions()[0].ToLocalCopies == 0
 	})
 }
@@ -60,26 +61,12 @@ type triggeredServer struct {
 
 func startTriggeredServer(t *testing.T) *triggeredServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &triggeredServer{ln: ln, conns: make(chan chan int64, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
+	s := &triggeredServer{conns: make(chan chan int64, 16)}
+	s.ln = testutil.Serve(t, s.serve)
 	return s
 }
 
 func (s *triggeredServer) serve(c net.Conn) {
-	defer c.Close()
 	var one [1]byte
 	if _, err := io.ReadFull(c, one[:]); err != nil {
 		return
@@ -190,7 +177,7 @@ func TestFINAfterIdleHalfClosesLocal(t *testing.T) {
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the connection to end", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the connection to end", 20*time.Second, func() bool {
 		return h.fwd.Sessions()[0].OpenStreams == 0 && goroutinesIn(handlerFn) == 0
 	})
 	waitIdle(t, h)
