@@ -245,6 +245,10 @@ func desiredPodSpec(pf *v1alpha1.PortForward, target string, opts Options) *core
 			corev1ac.SecretEnvSource().WithName(opts.CredentialsSecretName).WithOptional(true))).
 		WithReadinessProbe(probe("/readyz", 5, 3)).
 		WithLivenessProbe(probe("/healthz", 10, 6)).
+		// Keep accepting while the pod leaves the Service's endpoints (kube-proxy on every node takes a moment
+		// to notice); only then does SIGTERM close the listeners and drain.
+		WithLifecycle(corev1ac.Lifecycle().WithPreStop(corev1ac.LifecycleHandler().
+			WithSleep(corev1ac.SleepAction().WithSeconds(int64(preStopDelay.Seconds()))))).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -260,7 +264,7 @@ func desiredPodSpec(pf *v1alpha1.PortForward, target string, opts Options) *core
 		container.WithResources(defaultResources())
 	}
 
-	grace := int64((opts.DrainTimeout + terminationMargin).Seconds())
+	grace := int64((preStopDelay + opts.DrainTimeout + terminationMargin).Seconds())
 	spec := corev1ac.PodSpec().
 		WithServiceAccountName(serviceAccountName(pf, opts)).
 		WithAutomountServiceAccountToken(false).

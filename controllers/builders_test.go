@@ -81,7 +81,7 @@ func wantPodSpec() *corev1ac.PodSpecApplyConfiguration {
 		WithServiceAccountName("ssmtunnel-tunnel").
 		WithAutomountServiceAccountToken(false).
 		WithEnableServiceLinks(false).
-		WithTerminationGracePeriodSeconds(30).
+		WithTerminationGracePeriodSeconds(35).
 		WithSecurityContext(corev1ac.PodSecurityContext().WithRunAsNonRoot(true).WithRunAsUser(65532).WithRunAsGroup(65532).
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithContainers(corev1ac.Container().
@@ -102,6 +102,7 @@ func wantPodSpec() *corev1ac.PodSpecApplyConfiguration {
 				WithPeriodSeconds(5).WithFailureThreshold(3)).
 			WithLivenessProbe(corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString("health"))).
 				WithPeriodSeconds(10).WithFailureThreshold(6)).
+			WithLifecycle(corev1ac.Lifecycle().WithPreStop(corev1ac.LifecycleHandler().WithSleep(corev1ac.SleepAction().WithSeconds(5)))).
 			WithSecurityContext(corev1ac.SecurityContext().WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).
 				WithRunAsNonRoot(true).WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
 			WithVolumeMounts(corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp")).
@@ -203,7 +204,7 @@ func TestDesiredDeployment(t *testing.T) {
 				c.WithEnv(corev1ac.EnvVar().WithName("AWS_ENDPOINT_URL_SSM").WithValue("http://10.0.0.1:4566"))
 				c.EnvFrom[0].SecretRef.WithName("keys")
 				c.Args[len(c.Args)-1] = "45s"
-				p.WithTerminationGracePeriodSeconds(55).WithServiceAccountName("tunnels")
+				p.WithTerminationGracePeriodSeconds(60).WithServiceAccountName("tunnels")
 			},
 		},
 		{

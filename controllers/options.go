@@ -39,6 +39,9 @@ const (
 	// terminationMargin is added to the drain timeout for the pod's grace period, so the kubelet never kills
 	// a tunnel that is still terminating its sessions cleanly.
 	terminationMargin = 10 * time.Second
+	// preStopDelay is how long a terminating tunnel pod keeps accepting before it drains: the time for
+	// endpoint removal to reach kube-proxy, so no client is refused during a rollout or pod deletion.
+	preStopDelay = 5 * time.Second
 )
 
 // ErrInvalidOptions is wrapped by Options.Validate so callers can tell configuration errors from others.
