@@ -242,6 +242,13 @@ func startTunnel(ctx context.Context, bin string, spec tunnelSpec) (*tunnelProc,
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"SSMTUNNEL_BENCH_PPROF=" + t.pprof,
 	}
+	// GC settings for the tunnel process only, to measure their effect on memory at rest (issue 4):
+	// SSMTUNNEL_BENCH_TUNNEL_GOGC and SSMTUNNEL_BENCH_TUNNEL_GOMEMLIMIT become its GOGC and GOMEMLIMIT.
+	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v, ok := os.LookupEnv("SSMTUNNEL_BENCH_TUNNEL_" + k); ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
 	cmd.Stdout = io.Discard
 	cmd.Stderr = t.stderr
 	if err := cmd.Start(); err != nil {
@@ -343,23 +350,16 @@ func (t *tunnelProc) startCPUProfile() error {
 }
 
 func (t *tunnelProc) stopCPUProfile(path string) error {
-	resp, err := http.Get("http://" + t.pprof + "/bench/cpu/stop")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("stop CPU profile: %s %s", resp.Status, b)
-	}
-	return os.WriteFile(path, b, 0o644)
+	return t.saveProfile("/bench/cpu/stop", "stop CPU profile", path)
 }
 
 func (t *tunnelProc) writeHeapProfile(path string) error {
-	resp, err := http.Get("http://" + t.pprof + "/debug/pprof/heap?gc=1")
+	return t.saveProfile("/debug/pprof/heap?gc=1", "heap profile", path)
+}
+
+// saveProfile fetches a profile from the tunnel's pprof endpoint and writes it to path.
+func (t *tunnelProc) saveProfile(endpoint, what, path string) error {
+	resp, err := http.Get("http://" + t.pprof + endpoint)
 	if err != nil {
 		return err
 	}
@@ -369,7 +369,7 @@ func (t *tunnelProc) writeHeapProfile(path string) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("heap profile: %s", resp.Status)
+		return fmt.Errorf("%s: %s %s", what, resp.Status, b)
 	}
 	return os.WriteFile(path, b, 0o644)
 }

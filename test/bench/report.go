@@ -241,6 +241,17 @@ func fmtNum(v float64) string {
 	}
 }
 
+// writeTable writes a Markdown table and the blank line that ends it.
+func writeTable(sb *strings.Builder, header []string, rows [][]string) {
+	line := func(cells []string) { sb.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	line(header)
+	sb.WriteString(strings.Repeat("|---", len(header)) + "|\n")
+	for _, r := range rows {
+		line(r)
+	}
+	sb.WriteString("\n")
+}
+
 func (r *report) markdown() string {
 	var sb strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
@@ -253,22 +264,19 @@ func (r *report) markdown() string {
 	w("- machine: %s, %d cores, %s, kernel %s, %s; load average at start %s\n", r.Machine.CPUModel, r.Machine.Cores, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	w("- reproduce: `make bench`%s\n\n", map[bool]string{true: " BENCH_ARGS=-quick", false: ""}[r.Quick])
 
-	w("## Targets (issue 4)\n\n| target | value | unit | target | met |\n|---|---|---|---|---|\n")
+	w("## Targets (issue 4)\n\n")
+	var rows [][]string
 	for _, t := range r.Targets {
-		val := "not measured"
+		val, met := "not measured", "**not measured**"
 		if t.Value != nil {
-			val = fmtNum(*t.Value)
+			val, met = fmtNum(*t.Value), "**missed**"
+			if t.Met {
+				met = "met"
+			}
 		}
-		met := "**missed**"
-		if t.Met {
-			met = "met"
-		}
-		if t.Value == nil {
-			met = "**not measured**"
-		}
-		w("| %s | %s | %s | %s | %s |\n", t.Name, val, t.Unit, t.Target, met)
+		rows = append(rows, []string{t.Name, val, t.Unit, t.Target, met})
 	}
-	w("\n")
+	writeTable(&sb, []string{"target", "value", "unit", "target", "met"}, rows)
 	var order []string
 	for _, x := range r.Results {
 		if !slices.Contains(order, x.Scenario) {
@@ -276,7 +284,8 @@ func (r *report) markdown() string {
 		}
 	}
 	for _, scen := range order {
-		w("## %s\n\n| measurement | unit | median | min | max | spread | n |\n|---|---|---|---|---|---|---|\n", scen)
+		w("## %s\n\n", scen)
+		rows = rows[:0]
 		for _, x := range r.Results {
 			if x.Scenario != scen {
 				continue
@@ -285,9 +294,10 @@ func (r *report) markdown() string {
 			if x.Derived {
 				name = "*" + name + "*"
 			}
-			w("| %s | %s | %s | %s | %s | %s%% | %d |\n", name, x.Unit, fmtNum(x.Stats.Median), fmtNum(x.Stats.Min), fmtNum(x.Stats.Max), fmtNum(x.Stats.SpreadPct), x.Stats.N)
+			rows = append(rows, []string{name, x.Unit, fmtNum(x.Stats.Median), fmtNum(x.Stats.Min), fmtNum(x.Stats.Max),
+				fmtNum(x.Stats.SpreadPct) + "%", fmt.Sprint(x.Stats.N)})
 		}
-		w("\n")
+		writeTable(&sb, []string{"measurement", "unit", "median", "min", "max", "spread", "n"}, rows)
 	}
 	if len(r.Notes) > 0 {
 		w("\n## Notes\n\n")

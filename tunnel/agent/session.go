@@ -76,20 +76,12 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 	var streams sync.WaitGroup
 	// smux → channel.
 	go func() {
-		buf := make([]byte, readChunk)
-		for {
-			n, err := local.Read(buf)
-			if n > 0 {
-				if serr := s.ch.Send(s.ctx, message.PayloadOutput, buf[:n]); serr != nil {
-					report(result, serr)
-					return
-				}
-			}
-			if err != nil {
-				report(result, fmt.Errorf("agent: smux pipe closed: %w", err))
-				return
-			}
+		sendErr, readErr := s.sendFrom(local)
+		if sendErr != nil {
+			report(result, sendErr)
+			return
 		}
+		report(result, fmt.Errorf("agent: smux pipe closed: %w", readErr))
 	}()
 	// channel → smux, and flags.
 	go func() {
@@ -145,6 +137,24 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 	_ = remote.Close()
 	streams.Wait()
 	return s.finish(err)
+}
+
+// sendFrom sends what it reads from r as Output payloads of at most readChunk bytes, like the agent's reads
+// (§9.6), until a send or a read fails. A send error breaks the session and is returned first; otherwise
+// readErr says how r ended.
+func (s *session) sendFrom(r io.Reader) (sendErr, readErr error) {
+	buf := make([]byte, readChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if serr := s.ch.Send(s.ctx, message.PayloadOutput, buf[:n]); serr != nil {
+				return serr, nil
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // handleStream dials the destination for one stream and copies both ways; on dial failure it sends Flag
@@ -207,22 +217,13 @@ func (s *session) serveBasic() error {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			buf := make([]byte, readChunk)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if serr := s.ch.Send(s.ctx, message.PayloadOutput, buf[:n]); serr != nil {
-						report(result, serr)
-						return
-					}
-				}
-				if err != nil {
-					closeCur(c)
-					if !lpf {
-						report(result, errTerminated) // §9.3: EOF ends a non-LocalPortForwarding session
-					}
-					return
-				}
+			if sendErr, _ := s.sendFrom(c); sendErr != nil {
+				report(result, sendErr)
+				return
+			}
+			closeCur(c)
+			if !lpf {
+				report(result, errTerminated) // §9.3: EOF ends a non-LocalPortForwarding session
 			}
 		}()
 	}

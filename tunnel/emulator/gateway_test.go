@@ -30,6 +30,20 @@ func echoServer(t *testing.T) int {
 	return testutil.Port(testutil.EchoServer(t))
 }
 
+// smuxClient is the smux v1 client (§9.4, keepalive off) that the gateway tests run over the raw client's
+// data channel; it is closed when the test ends.
+func (c *rawClient) smuxClient(ctx context.Context) *smux.Session {
+	c.t.Helper()
+	cfg := smux.DefaultConfig()
+	cfg.KeepAliveDisabled = true
+	sess, err := smux.Client(c.conn(ctx), cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
 // rawClient speaks the data channel by hand with tunnel/message, as a minimal plugin would (§4.1, §7, §8):
 // it acknowledges every output_stream_data frame, delivers them in sequence order, and numbers its own
 // input_stream_data frames from 0 across reconnects. It keeps its unacknowledged frames and resends them
@@ -331,13 +345,7 @@ func TestRawProtocolEndToEnd(t *testing.T) {
 	if st.Properties != want {
 		t.Errorf("handshake properties %+v, want %+v", st.Properties, want)
 	}
-	cfg := smux.DefaultConfig()
-	cfg.KeepAliveDisabled = true
-	sess, err := smux.Client(c.conn(ctx), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	sess := c.smuxClient(ctx)
 	echoOnce(t, sess, "hello through the emulator")
 
 	// Drop: the websocket dies without a close frame.
@@ -529,13 +537,7 @@ func testPacing(t *testing.T, pacing Pacing) {
 	}
 	ctx := ctxT(t)
 	c.handshake(ctx)
-	cfg := smux.DefaultConfig()
-	cfg.KeepAliveDisabled = true
-	sess, err := smux.Client(c.conn(ctx), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	sess := c.smuxClient(ctx)
 	st, err := sess.OpenStream()
 	if err != nil {
 		t.Fatal(err)

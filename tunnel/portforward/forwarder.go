@@ -161,8 +161,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}()
 	}
 	stallStop := make(chan struct{})
-	go f.watchStalls(stallStop)
-	go f.watchStreams(stallStop)
+	go f.everySlot(stallStop, max(f.cfg.StallTimeout/4, 100*time.Millisecond), (*slot).checkStall)
+	// The stalled-stream watchdog ticks at a fortieth of its timeout so a reset comes within 2.5% of it.
+	go f.everySlot(stallStop, max(f.cfg.StreamStallTimeout/40, 20*time.Millisecond), (*slot).resetStalledStreams)
 	defer close(stallStop)
 	close(f.started)
 
@@ -287,8 +288,10 @@ func (f *Forwarder) serveConn(c net.Conn, p *pool) {
 	c.Close()
 }
 
-func (f *Forwarder) watchStalls(stop <-chan struct{}) {
-	t := time.NewTicker(max(f.cfg.StallTimeout/4, 100*time.Millisecond))
+// everySlot calls check on every slot of every port each interval until stop is closed; the session stall
+// detector and the stalled-stream watchdog run this way.
+func (f *Forwarder) everySlot(stop <-chan struct{}, interval time.Duration, check func(*slot, time.Time)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -297,7 +300,7 @@ func (f *Forwarder) watchStalls(stop <-chan struct{}) {
 		case now := <-t.C:
 			for _, p := range f.pools {
 				for _, s := range p.slots {
-					s.checkStall(now)
+					check(s, now)
 				}
 			}
 		}

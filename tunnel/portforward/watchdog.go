@@ -116,24 +116,6 @@ func (c *fwdConn) stalledFor(now time.Time) time.Duration {
 	return now.Sub(c.stallSince)
 }
 
-// watchStreams runs the watchdog over every slot until stop is closed.
-func (f *Forwarder) watchStreams(stop <-chan struct{}) {
-	t := time.NewTicker(max(f.cfg.StreamStallTimeout/40, 20*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			for _, p := range f.pools {
-				for _, s := range p.slots {
-					s.resetStalledStreams(now)
-				}
-			}
-		}
-	}
-}
-
 // resetStalledStreams resets the slot's streams that hold bytes and made no local progress for the
 // applicable timeout, and logs why.
 func (s *slot) resetStalledStreams(now time.Time) {
