@@ -105,11 +105,12 @@ type Config struct {
 	// SessionReceiveBuffer is the smux session-wide receive bucket in bytes on this side (default 16 MiB,
 	// DefaultSessionReceiveBuffer): the most a session buffers for local readers that lag.
 	SessionReceiveBuffer int
-	// StreamStallTimeout resets a stream whose local connection has accepted no bytes for this long while
-	// bytes from the agent wait for it. smux v1 has no per-stream flow control (§9.4, §9.7): such a stream
-	// would otherwise fill the session's buffer and stop every other stream of the session. When the
-	// session's buffer is half full, a tenth of this timeout applies, since the whole session is about to
-	// stop. Default 10s.
+	// StreamStallTimeout resets a stream whose local socket has refused data for this long (its copy
+	// blocked in one write while the kernel's send buffer stays full) while bytes from the agent wait for
+	// it. smux v1 has no per-stream flow control (§9.4, §9.7): such a stream would otherwise fill the
+	// session's buffer and stop every other stream of the session. A copy that is merely slow to be
+	// scheduled never counts. When the session's buffer is half full, a tenth of this timeout applies to the
+	// stream holding most of it, since the whole session is about to stop. Default 10s.
 	StreamStallTimeout time.Duration
 	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
 	Out io.Writer

@@ -34,9 +34,15 @@ type fwdConn struct {
 	drainToEnd  atomic.Bool  // FIN, session end or local side done: copy until the stream ends
 	toLocalDone chan struct{}
 
+	// localWrites counts the starts and ends of the agent → local copy's writes to the local connection:
+	// odd while a write is in progress, and a new value for every write, so the watchdog can tell that the
+	// copy sits in one and the same write (the local socket refuses data) from a copy that has not been
+	// scheduled or started yet (nothing refuses anything).
+	localWrites atomic.Uint64
+
 	// watchdog state, only touched by the watchdog goroutine
-	lastDelivered int64
-	stallSince    time.Time
+	refusedWrite  uint64    // the localWrites value the watchdog last saw refused
+	refusingSince time.Time // when the watchdog first saw that write refused
 }
 
 // States of a connection's agent → local copy. Whoever moves it from copyIdle to copyRunning runs the copy;
@@ -86,7 +92,9 @@ var errCaughtUp = errors.New("portforward: local connection caught up")
 type toLocalWriter struct{ c *fwdConn }
 
 func (w toLocalWriter) Write(p []byte) (int, error) {
+	w.c.localWrites.Add(1)
 	n, err := w.c.local.Write(p)
+	w.c.localWrites.Add(1)
 	w.c.received.Add(int64(n))
 	if err == nil && !w.c.drainToEnd.Load() && w.c.held() == 0 {
 		return n, errCaughtUp

@@ -11,8 +11,9 @@ import (
 // (§9.4, §9.7). A stream whose local reader stops (an endless download nobody reads) keeps receiving until
 // its bytes fill the bucket; then smux stops reading the data channel and every stream of the session
 // stops with it. The client cannot slow one stream at the agent, so the watchdog resets a stream whose
-// local connection has accepted nothing for StreamStallTimeout while bytes wait for it, and sooner (a tenth
-// of it) once the session's buffer is half full. Until then the larger client-side bucket
+// local socket has refused data (refusingFor) for StreamStallTimeout while bytes wait for it, and the stream
+// that holds most of the session's buffer sooner (a tenth of it) once that buffer is half full
+// (stallLimit). Until then the larger client-side bucket
 // (SessionReceiveBuffer) lets the stalled stream hold its share while the others keep flowing.
 
 // streamTable maps the stream IDs of one smux session to their connections, so that what smux reads for a
@@ -105,19 +106,43 @@ func (c *fwdConn) held() int64 {
 	return max(0, c.arrived.Load()-c.received.Load())
 }
 
-// stalledFor returns how long c has held bytes without its local connection accepting any. Only the
-// watchdog goroutine calls it.
-func (c *fwdConn) stalledFor(now time.Time) time.Duration {
-	delivered := c.received.Load()
-	if c.held() == 0 || delivered != c.lastDelivered || c.stallSince.IsZero() {
-		c.lastDelivered, c.stallSince = delivered, now
+// refusingFor returns how long c's local socket has refused data: its agent → local copy has been inside
+// one and the same write to the local connection at every watchdog check since the first that saw it, and
+// the kernel says the socket's send buffer is full. "No bytes delivered for a while" is not enough: on a
+// loaded machine a healthy connection's copy can wait hundreds of milliseconds to be scheduled, or not be
+// started yet, while bytes wait for it. Such a copy is not in a write, or its socket can take data, so it
+// never counts. The time runs from the first check that saw the refusal rather than from the write's
+// start, so a write that is slow only because its goroutine was not running needs a second sighting. Only
+// the watchdog goroutine calls it.
+func (c *fwdConn) refusingFor(now time.Time) time.Duration {
+	write := c.localWrites.Load()
+	if write%2 == 0 || !localRefuses(c.local) {
+		c.refusedWrite, c.refusingSince = 0, time.Time{}
 		return 0
 	}
-	return now.Sub(c.stallSince)
+	if write != c.refusedWrite {
+		c.refusedWrite, c.refusingSince = write, now
+		return 0
+	}
+	return now.Sub(c.refusingSince)
 }
 
-// resetStalledStreams resets the slot's streams that hold bytes and made no local progress for the
-// applicable timeout, and logs why.
+// stallLimit is how long a connection holding held bytes may refuse data while the session's connections
+// hold buffered bytes in all. Once the session's buffer is half full the whole session is about to stop,
+// so the connection that holds most of it (at least half of what is buffered: one connection, or two equal
+// ones) gets a tenth of the timeout. Every other connection keeps the full timeout: it is not what fills
+// the buffer, and a healthy reader that is merely slow to be scheduled on a busy machine must not lose its
+// connection for a pressure it did not cause.
+func stallLimit(cfg Config, held, buffered int64) time.Duration {
+	pressure := buffered >= int64(cfg.SessionReceiveBuffer/2)
+	if pressure && 2*held >= buffered {
+		return cfg.StreamStallTimeout / 10
+	}
+	return cfg.StreamStallTimeout
+}
+
+// resetStalledStreams resets the slot's streams whose local socket has refused data for the applicable
+// limit while bytes wait for them, and logs why.
 func (s *slot) resetStalledStreams(now time.Time) {
 	type victim struct {
 		c     *fwdConn
@@ -130,14 +155,11 @@ func (s *slot) resetStalledStreams(now time.Time) {
 	for c := range s.conns {
 		buffered += c.held()
 	}
-	limit := s.f.cfg.StreamStallTimeout
-	pressure := buffered >= int64(s.f.cfg.SessionReceiveBuffer/2)
-	if pressure {
-		limit /= 10
-	}
 	for c := range s.conns {
-		if d := c.stalledFor(now); d >= limit {
-			victims = append(victims, victim{c, c.held(), d})
+		held := c.held()
+		d := c.refusingFor(now)
+		if held > 0 && d >= stallLimit(s.f.cfg, held, buffered) {
+			victims = append(victims, victim{c, held, d})
 		}
 	}
 	s.cmu.Unlock()
@@ -145,7 +167,7 @@ func (s *slot) resetStalledStreams(now time.Time) {
 		s.stalledResets.Add(1)
 		s.log.Warn("Resetting a connection whose local reader stopped: smux v1 has no per-stream flow control, so the bytes held for it would stop every connection of the session",
 			"port", s.port.String(), "slot", s.idx, "remote", v.c.local.RemoteAddr().String(),
-			"heldBytes", v.held, "noProgressFor", v.since.Round(time.Millisecond),
+			"heldBytes", v.held, "refusingFor", v.since.Round(time.Millisecond),
 			"sessionBufferedBytes", buffered, "sessionReceiveBuffer", s.f.cfg.SessionReceiveBuffer)
 		v.c.abort()
 	}
