@@ -74,6 +74,10 @@ type PortForwardReconciler struct {
 
 // +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwards,verbs=get;list;watch
 // +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwards/status,verbs=get;patch
+// Children carry a controller reference with blockOwnerDeletion, which clusters running the
+// OwnerReferencesPermissionEnforcement admission plugin (OpenShift, for one) allow only with update on the
+// owner's finalizers.
+// +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwards/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete

@@ -24,11 +24,13 @@ limitations under the License.
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -886,8 +888,17 @@ func (s *suite) operatorRBAC(ctx context.Context, t *testing.T) {
 	as := fmt.Sprintf("system:serviceaccount:%s:%s", nsOperator, operatorSA)
 	canI := func(args ...string) string {
 		full := append([]string{"--kubeconfig", s.e.kubeconfig, "auth", "can-i", "--as", as}, args...)
-		out, _ := run(ctx, s.e.kubectl(), full...) // exit 1 means "no"
-		return strings.TrimSpace(strings.Split(strings.TrimSpace(out), "\n")[0])
+		// The answer is on stdout; stderr may carry warnings ("not namespace scoped"). Exit 1 means "no", so
+		// the exit status is not an error here, but an empty answer (API server unreachable) is.
+		cmd := exec.CommandContext(ctx, s.e.kubectl(), full...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		answer := strings.TrimSpace(stdout.String())
+		if answer == "" {
+			t.Fatalf("kubectl auth can-i %s gave no answer: %s", strings.Join(args, " "), stderr.String())
+		}
+		return answer
 	}
 	for _, c := range []struct {
 		args []string
@@ -904,7 +915,10 @@ func (s *suite) operatorRBAC(ctx context.Context, t *testing.T) {
 		// What it must be able to do (proves the impersonation is evaluated against real bindings).
 		{[]string{"create", "deployments.apps", "-n", nsApps}, "yes"},
 		{[]string{"list", "portforwards.ssmtunnel.io", "--all-namespaces"}, "yes"},
-		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=status", "-n", nsApps}, "yes"},
+		{[]string{"patch", "portforwards.ssmtunnel.io", "--subresource=status", "-n", nsApps}, "yes"},
+		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=status", "-n", nsApps}, "no"}, // status is patched
+		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=finalizers", "-n", nsApps}, "yes"},
+		{[]string{"update", "portforwards.ssmtunnel.io", "-n", nsApps}, "no"}, // the spec is the user's
 	} {
 		got := canI(c.args...)
 		t.Logf("kubectl auth can-i %s --as %s: %s", strings.Join(c.args, " "), as, got)
