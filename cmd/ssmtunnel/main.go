@@ -127,7 +127,7 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.IntVar(&o.maxPayloadSize, "max-payload-size", datachannel.DefaultMaxPayloadSize, "bytes per data frame (the service's is 1024)")
 	fs.StringVar(&o.rate, "rate", strconv.Itoa(datachannel.DefaultRate), "bytes/s per session and direction, with optional k/M/G suffix; 0 = unlimited")
 	fs.StringVar(&o.sessionReceiveBuffer, "session-receive-buffer", "16Mi", "most bytes one session buffers for local readers that lag (smux v1 session bucket); memory bound: this × sessions × ports")
-	fs.DurationVar(&o.streamStallTimeout, "stream-stall-timeout", portforward.DefaultStreamStallTimeout, "reset a connection whose local reader accepted nothing for this long while data waits for it (a tenth of it once the session buffer is half full): smux v1 has no per-stream flow control")
+	fs.DurationVar(&o.streamStallTimeout, "stream-stall-timeout", portforward.DefaultStreamStallTimeout, "reset a connection whose local socket has refused data for this long (a tenth of it for the stream holding most of a half-full session buffer): smux v1 has no per-stream flow control")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.SortFlags = false
 	return fs
