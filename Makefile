@@ -92,7 +92,7 @@ test-chart: helm kustomize manifests ## helm lint, helm template and kustomize b
 	hack/test-chart.sh "$(HELM)" "$(KUSTOMIZE)"
 
 .PHONY: test-e2e
-test-e2e: cluster-up image ## End-to-end suite on the local single-node cluster.
+test-e2e: cluster-up image helm ## End-to-end suite on the local single-node cluster.
 	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) HELM=$(HELM) KUBE_BIN=$(KUBE_BIN) $(GOTEST) -tags e2e -timeout 20m -v ./test/e2e/...
 
 .PHONY: bench
