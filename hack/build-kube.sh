@@ -242,7 +242,8 @@ ETCD_VERSION=${ETCD_VERSION#v}
 
 # The Kubernetes components that are missing are built by one `go build` of all their packages: the go
 # command then overlaps one binary's link with the next one's compiles, which sequential builds cannot do
-# (about a fifth less wall time on 2 cores). Each is then checked, and built alone if that failed.
+# (not timed against sequential builds). Each is then checked below (and reported as cached), and built
+# alone if that failed.
 kube_missing=()
 for c in "${COMPONENTS[@]}"; do
 	[[ $c == etcd || $c == coredns ]] && continue
