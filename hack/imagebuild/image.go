@@ -201,6 +201,10 @@ func ParseFile(s string) (File, error) {
 			f.Src, f.Mode = src[:i], os.FileMode(mode)
 		}
 	}
+	if f.Src == "" {
+		// "/x=:0755" names a mode but no file to copy.
+		return File{}, fmt.Errorf("%w %q: the source path before the mode is empty; want /path/in/image=path/on/disk[:0755]", ErrBadFile, s)
+	}
 	if err := checkDest(f.Dest); err != nil {
 		return File{}, err
 	}

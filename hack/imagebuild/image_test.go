@@ -362,6 +362,7 @@ func TestParseFile(t *testing.T) {
 		{"/=src", File{}, false},
 		{"/a/./b=src", File{}, false},
 		{"no-equals", File{}, false},
+		{"/a=:0755", File{}, false}, // a mode with no source (found by FuzzParseFile)
 	}
 	for _, tc := range tests {
 		got, err := ParseFile(tc.in)
@@ -405,7 +406,7 @@ func TestRunWritesTarball(t *testing.T) {
 
 // FuzzParseFile checks that ParseFile never panics and only accepts clean absolute destinations.
 func FuzzParseFile(f *testing.F) {
-	for _, s := range []string{"/manager=bin/manager", "/a=b:0644", "=", "/=/", "/a/../b=c", "/x=y:9999"} {
+	for _, s := range []string{"/manager=bin/manager", "/a=b:0644", "=", "/=/", "/a/../b=c", "/x=y:9999", "/0=:000"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
