@@ -226,7 +226,7 @@ func TestForwardServesHealthMetricsAndShutsDownCleanly(t *testing.T) {
 	c.Close()
 	body := httpGet(t, metrics, "/metrics")
 	for _, want := range []string{"ssmtunnel_ready 1", "ssmtunnel_streams_total{", "ssmtunnel_bytes_total{", "ssmtunnel_rtt_seconds{",
-		"ssmtunnel_resumes_total{", "ssmtunnel_retransmits_total{", `session="1"`} {
+		"ssmtunnel_resumes_total{", "ssmtunnel_retransmits_total{", "ssmtunnel_frames_dropped_total{", `session="1"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"io"
+	"log/slog"
+	"os"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
@@ -26,7 +28,14 @@ type emuInfo struct {
 // reaches it through the harness's delaying proxy; StreamUrl follows the Host the client used, so the
 // websocket takes the same delayed path as the API calls.
 func emulatorChild(stdout io.Writer, stdin io.Reader, pacing string) error {
+	// SSMTUNNEL_BENCH_EMULATOR_DEBUG=1 logs the emulator at debug level on stderr: among others, each agent
+	// data channel's statistics (retransmits, frames dropped for a full buffer) when its session ends.
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("SSMTUNNEL_BENCH_EMULATOR_DEBUG") == "1" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	emu, err := emulator.Start(emulator.Config{
+		Logger: logger,
 		Pacing: emulator.Pacing(pacing),
 		Instances: []emulator.Instance{
 			{ID: instanceMux},

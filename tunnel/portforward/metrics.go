@@ -22,6 +22,7 @@ var (
 	descStreamsTot  = prometheus.NewDesc("ssmtunnel_streams_total", "Connections carried so far.", labels, nil)
 	descBytes       = prometheus.NewDesc("ssmtunnel_bytes_total", "Payload bytes carried by the data channel; direction is sent (to the agent) or received.", append(labels, "direction"), nil)
 	descRetransmits = prometheus.NewDesc("ssmtunnel_retransmits_total", "Data frames sent again for want of an ack.", labels, nil)
+	descDropped     = prometheus.NewDesc("ssmtunnel_frames_dropped_total", "Data frames from the agent dropped unacknowledged because the receive buffer was full; the agent resends them after its timeout.", labels, nil)
 	descRTT         = prometheus.NewDesc("ssmtunnel_rtt_seconds", "Smoothed round-trip time of data-channel acks (§7.3).", labels, nil)
 	descHeld        = prometheus.NewDesc("ssmtunnel_stream_held_bytes", "Bytes received from the agent that local connections have not accepted yet (smux v1 session buffer in use).", labels, nil)
 	descStallResets = prometheus.NewDesc("ssmtunnel_stalled_stream_resets_total", "Connections reset because their local reader stopped while bytes waited for them (smux v1 has no per-stream flow control).", labels, nil)
@@ -31,7 +32,7 @@ var (
 // Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
 func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descSessionUp, descStalled, descStarts, descResumes,
-		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descRTT, descConnErrors, descHeld, descStallResets} {
+		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets} {
 		ch <- d
 	}
 }
@@ -78,6 +79,7 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesSent), append(lv, "sent")...)
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesReceived), append(lv, "received")...)
 			ch <- prometheus.MustNewConstMetric(descRetransmits, prometheus.CounterValue, float64(st.Retransmits), lv...)
+			ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.DroppedFull), lv...)
 			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, srtt, lv...)
 			ch <- prometheus.MustNewConstMetric(descConnErrors, prometheus.CounterValue, float64(s.connectErrors.Load()), lv...)
 			ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(s.heldBytes()), lv...)

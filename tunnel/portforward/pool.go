@@ -285,6 +285,7 @@ func addStats(a, b datachannel.Stats) datachannel.Stats {
 	a.BytesSent += b.BytesSent
 	a.FramesReceived += b.FramesReceived
 	a.BytesReceived += b.BytesReceived
+	a.DroppedFull += b.DroppedFull
 	return a
 }
 
