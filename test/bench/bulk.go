@@ -46,6 +46,18 @@ type transferResult struct {
 	bytes   int64
 	elapsed time.Duration
 	cpu     float64 // CPU-seconds of the tunnel process during the transfer (0 for direct)
+	// resent and dropped are the tunnel's data frames sent again and received frames dropped for a full
+	// buffer during the transfer: each means a retransmission timeout, and explains a slow run.
+	resent, dropped float64
+}
+
+// frameLosses reads the tunnel's counters of resent and dropped frames.
+func frameLosses(tun *tunnelProc) (resent, dropped float64, err error) {
+	if resent, err = tun.counter("ssmtunnel_retransmits_total"); err != nil {
+		return 0, 0, err
+	}
+	dropped, err = tun.counter("ssmtunnel_frames_dropped_total")
+	return resent, dropped, err
 }
 
 func (r transferResult) mbps() float64 { return float64(r.bytes) / 1e6 / r.elapsed.Seconds() }
@@ -62,9 +74,12 @@ func runTransfer(ctx context.Context, addr string, streams int, up bool, perStre
 	for _, c := range conns {
 		_ = c.SetDeadline(deadline)
 	}
-	var cpu0 float64
+	var cpu0, resent0, dropped0 float64
 	if tun != nil {
 		cpu0, _ = tun.cpuSeconds()
+		if resent0, dropped0, err = frameLosses(tun); err != nil {
+			return transferResult{}, err
+		}
 	}
 	start := time.Now()
 	errs := make([]error, streams)
@@ -85,6 +100,11 @@ func runTransfer(ctx context.Context, addr string, streams int, up bool, perStre
 	if tun != nil {
 		cpu1, _ := tun.cpuSeconds()
 		res.cpu = cpu1 - cpu0
+		resent1, dropped1, err := frameLosses(tun)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		res.resent, res.dropped = resent1-resent0, dropped1-dropped0
 	}
 	return res, errors.Join(errs...)
 }
@@ -148,6 +168,8 @@ func (b *bench) bulk(ctx context.Context) error {
 			vs = append(vs, tun1k)
 		}
 		mbps := make([][]float64, len(vs))
+		resent := make([][]float64, len(vs))
+		dropped := make([][]float64, len(vs))
 		failed := make([]bool, len(vs))
 		for rep := -1; rep < b.opts.reps; rep++ {
 			for i, v := range vs {
@@ -165,6 +187,10 @@ func (b *bench) bulk(ctx context.Context) error {
 					continue
 				}
 				mbps[i] = append(mbps[i], r.mbps())
+				if v.Tunnel != nil {
+					resent[i] = append(resent[i], r.resent)
+					dropped[i] = append(dropped[i], r.dropped)
+				}
 				if acc := cpu[v.Name]; acc != nil && r.cpu > 0 {
 					acc.perGB = append(acc.perGB, r.cpu/(float64(r.bytes)/1e9))
 					acc.cpu += r.cpu
@@ -182,6 +208,10 @@ func (b *bench) bulk(ctx context.Context) error {
 				continue
 			}
 			b.rep.add("bulk", prefix+"/"+v.Name+"/MBps", "MB/s", mbps[i], params)
+			if len(resent[i]) > 0 {
+				b.rep.add("bulk", prefix+"/"+v.Name+"/frames-resent", "frames", resent[i], params)
+				b.rep.add("bulk", prefix+"/"+v.Name+"/frames-dropped", "frames", dropped[i], params)
+			}
 			if i > 0 && len(mbps[i]) > 0 && len(mbps[0]) > 0 {
 				name := "/ratio-tunnel-over-direct"
 				if v.Name != "tunnel" {

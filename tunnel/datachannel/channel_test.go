@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,6 +428,9 @@ func TestPauseAndStartPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer.sendData(0, message.PayloadOutput, []byte("hello"))
+	if _, p, err := ch.Receive(ctx); err != nil || string(p) != "hello" { // the ack is owed once delivered
+		t.Fatalf("Receive = %q, %v", p, err)
+	}
 	var data, ack bool
 	for !(data && ack) {
 		m := peer.read()
@@ -472,9 +476,20 @@ func TestChannelClosed(t *testing.T) {
 	}
 }
 
+// TestDuplicateReacked checks when each kind of data frame is acknowledged: in-order frames once Receive
+// hands them over (§7.2: both official peers ack after their handler took the data), duplicates of delivered
+// frames at once like the agent (§11.3), duplicates of undelivered ones not until delivery, frames ahead of
+// the expected sequence number at once (they are held, not delivered).
 func TestDuplicateReacked(t *testing.T) {
 	ch, peer := rawPair(t, Config{Role: RoleAgent})
+	ctx := context.Background()
 	peer.sendData(0, message.PayloadOutput, []byte("a"))
+	peer.readNone(100 * time.Millisecond) // not acked while undelivered
+	peer.sendData(0, message.PayloadOutput, []byte("a"))
+	peer.readNone(100 * time.Millisecond) // nor is its copy
+	if _, p, err := ch.Receive(ctx); err != nil || string(p) != "a" {
+		t.Fatalf("Receive = %q, %v", p, err)
+	}
 	if s := ackSeq(t, peer.read()); s != 0 {
 		t.Fatalf("ack seq %d", s)
 	}
@@ -487,15 +502,50 @@ func TestDuplicateReacked(t *testing.T) {
 		t.Fatalf("ack seq %d", s)
 	}
 	peer.sendData(1, message.PayloadOutput, []byte("b"))
+	got, err := receiveN(ctx, ch, 2, nil)
+	if err != nil || string(got) != "bc" {
+		t.Fatalf("got %q, %v", got, err)
+	}
 	if s := ackSeq(t, peer.read()); s != 1 {
 		t.Fatalf("ack seq %d", s)
 	}
-	got, err := receiveN(context.Background(), ch, 3, nil)
-	if err != nil || string(got) != "abc" {
-		t.Fatalf("got %q, %v", got, err)
-	}
-	if s := ch.Stats(); s.Duplicates != 1 || s.OutOfOrder != 1 || s.FramesReceived != 3 {
+	peer.readNone(100 * time.Millisecond) // "c" was acked on arrival, not again on delivery
+	if s := ch.Stats(); s.Duplicates != 2 || s.OutOfOrder != 1 || s.FramesReceived != 3 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestWindowCoversUndeliveredFrames: frames are acknowledged when delivered, so a sender whose window is no
+// larger than the receiver's buffer stops at a consumer that stops, instead of overrunning it: no frame is
+// dropped (with acks on arrival, the receiver held a full buffer while the sender had a window more in
+// flight, and dropped it).
+func TestWindowCoversUndeliveredFrames(t *testing.T) {
+	const window = 64 << 10
+	c, a := newPipePair(t, func(cfg *Config) { cfg.MaxInFlightBytes = window; cfg.ReceiveBufferBytes = window })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	data := randomBytes(t, 1<<20)
+	errc := make(chan error, 1)
+	var sent atomic.Bool
+	go func() { err := sendAll(ctx, c, data, 5); sent.Store(true); errc <- err }()
+	var got []byte
+	for len(got) < len(data) {
+		// Let the sender fill its window against a consumer that is not reading, then take a window's worth.
+		waitFor(t, "a full window", func() bool {
+			return c.Stats().InFlightBytes+message.HeaderSize+DefaultMaxPayloadSize > window || sent.Load()
+		})
+		part, err := receiveN(ctx, a, min(window/2, len(data)-len(got)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, part...)
+	}
+	sameBytes(t, "paused consumer", got, data)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if s := a.Stats(); s.DroppedFull != 0 {
+		t.Fatalf("receiver dropped %d frames with a window no larger than its buffer: %+v", s.DroppedFull, s)
 	}
 }
 
@@ -512,6 +562,9 @@ func TestSlowConsumer(t *testing.T) {
 	// The agent's own sends are still acknowledged while its receive queue is full.
 	if err := a.Send(ctx, message.PayloadOutput, []byte("ping")); err != nil {
 		t.Fatal(err)
+	}
+	if _, p, err := c.Receive(ctx); err != nil || string(p) != "ping" { // c acks it once delivered
+		t.Fatalf("client Receive = %q, %v", p, err)
 	}
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)

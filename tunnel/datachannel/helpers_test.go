@@ -254,24 +254,42 @@ func sameBytes(t *testing.T, what string, got, want []byte) {
 	}
 }
 
-// rawPeer drives the far end of a Pipe frame by frame, for protocol-level assertions.
+// rawPeer drives the far end of a Pipe frame by frame, for protocol-level assertions. One goroutine reads
+// the transport for the peer's lifetime, so a read that timed out (readNone) cannot swallow a later frame.
 type rawPeer struct {
-	t   *testing.T
-	tr  Transport
-	typ message.MessageType // type of data frames the peer sends
-	seq int64
+	t      *testing.T
+	tr     Transport
+	typ    message.MessageType // type of data frames the peer sends
+	seq    int64
+	once   sync.Once
+	frames chan peerFrame
+}
+
+type peerFrame struct {
+	f   []byte
+	err error
+}
+
+func (p *rawPeer) next() <-chan peerFrame {
+	p.once.Do(func() {
+		p.frames = make(chan peerFrame)
+		go func() {
+			for {
+				f, err := p.tr.ReadFrame()
+				p.frames <- peerFrame{f, err}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	})
+	return p.frames
 }
 
 func (p *rawPeer) read() message.Message {
 	p.t.Helper()
-	type res struct {
-		f   []byte
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() { f, err := p.tr.ReadFrame(); ch <- res{f, err} }()
 	select {
-	case r := <-ch:
+	case r := <-p.next():
 		if r.err != nil {
 			p.t.Fatalf("peer read: %v", r.err)
 		}
@@ -287,20 +305,12 @@ func (p *rawPeer) read() message.Message {
 }
 
 // readNone asserts that no frame arrives within d (absence can only be checked over a bounded window).
-// It consumes the transport's reader: the peer must not read again afterwards unless readNone passed.
 func (p *rawPeer) readNone(d time.Duration) {
 	p.t.Helper()
-	ch := make(chan []byte, 1)
-	go func() {
-		f, err := p.tr.ReadFrame()
-		if err == nil {
-			ch <- f
-		}
-	}()
 	select {
-	case f := <-ch:
-		m, _ := message.Decode(f)
-		p.t.Fatalf("unexpected frame %s seq %d", m.Type, m.SequenceNumber)
+	case r := <-p.next():
+		m, _ := message.Decode(r.f)
+		p.t.Fatalf("unexpected frame %s seq %d (read error %v)", m.Type, m.SequenceNumber, r.err)
 	case <-time.After(d):
 	}
 }
