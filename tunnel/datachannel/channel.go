@@ -245,11 +245,11 @@ func (c *Channel) Send(ctx context.Context, pt message.PayloadType, p []byte) er
 	}
 	defer func() { <-c.sendSem }()
 	if pt != message.PayloadOutput {
-		return c.sendFrame(ctx, pt, p)
+		return c.sendFrame(ctx, pt, p, false)
 	}
-	for len(p) > 0 {
+	for first := true; len(p) > 0; first = false {
 		n := min(len(p), c.cfg.MaxPayloadSize)
-		if err := c.sendFrame(ctx, pt, p[:n]); err != nil {
+		if err := c.sendFrame(ctx, pt, p[:n], !first); err != nil {
 			return err
 		}
 		p = p[n:]
@@ -258,8 +258,8 @@ func (c *Channel) Send(ctx context.Context, pt message.PayloadType, p []byte) er
 }
 
 // sendFrame waits for window and rate, then encodes and queues one frame. Called with sendSem held, which
-// makes nextSeq stable outside mu.
-func (c *Channel) sendFrame(ctx context.Context, pt message.PayloadType, payload []byte) error {
+// makes nextSeq stable outside mu. backlogged says the payload continues the previous frame's Send call.
+func (c *Channel) sendFrame(ctx context.Context, pt message.PayloadType, payload []byte, backlogged bool) error {
 	size := message.HeaderSize + len(payload)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -280,7 +280,7 @@ func (c *Channel) sendFrame(ctx context.Context, pt message.PayloadType, payload
 			}
 			continue
 		}
-		wait := c.bucket.take(c.clock.Now(), len(payload))
+		wait := c.bucket.take(c.clock.Now(), len(payload), backlogged)
 		c.mu.Unlock()
 		if wait == 0 {
 			break

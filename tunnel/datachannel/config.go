@@ -99,10 +99,9 @@ func (t sysTimer) C() <-chan time.Time   { return t.t.C }
 func (t sysTimer) Stop() bool            { return t.t.Stop() }
 func (t sysTimer) Reset(d time.Duration) { t.t.Reset(d) }
 
-// DefaultBurstWindow is how much of Rate the default token bucket holds. Timers that wake up late (a
-// loaded 2-core machine delays them by tens of milliseconds) leave tokens unspent; a bucket that holds
-// 100 ms of them lets the next frames catch up, so the average stays at Rate while a burst stays bounded
-// (100 KB at the agent's 1 MB/s, §9.6).
+// DefaultBurstWindow is how much of Rate the default token bucket holds for a sender that was idle: a
+// burst stays bounded (100 KB at the agent's 1 MB/s, §9.6). A backlogged sender whose timers fire late,
+// or whose process is stopped, is credited the lost time separately, up to MaxCatchUp (see tokenBucket).
 const DefaultBurstWindow = 100 * time.Millisecond
 
 // BurstFor is the default Burst for rate and a payload size: DefaultBurstWindow of rate, and at least one
@@ -123,10 +122,9 @@ type Config struct {
 	// Rate is a token bucket on sent payload bytes per second for this channel (new data, not retransmits).
 	// 0 means unlimited. DefaultRate reproduces the real agent's pace.
 	Rate int64
-	// Burst is the bucket size in bytes. Default: the larger of one payload and 100 ms of Rate
-	// (DefaultBurstWindow), so the average rate holds when pacing timers fire late on a loaded machine: a
-	// 10 ms bucket lost most of its rate under scheduler delay (issue 4: 0.2 MB/s instead of 1 MB/s). It must
-	// hold at least one payload, or a full-size frame could never be sent.
+	// Burst is what an idle sender may send at once, in bytes. Default: the larger of one payload and 100 ms
+	// of Rate (DefaultBurstWindow). It must hold at least one payload, or a full-size frame could never be
+	// sent.
 	Burst int64
 	// MaxInFlightBytes bounds the encoded size of unacknowledged frames: Send blocks while the window is full.
 	// Default 1 MiB.
