@@ -526,20 +526,39 @@ func (c *Channel) timingRemove(f *outFrame) {
 
 // schedule is the retransmission scheduler: one timer, armed for the earliest resend deadline. It replaces
 // the plugin's 100 ms polling loop that resent only the oldest frame (§7.3).
+//
+// A timer that fires more than ClockGranularity late means this process was stopped or starved, and acks
+// that arrived meanwhile may still wait in the transport unread; resending then would repeat the whole
+// window for nothing (on the shared test machine the process stops for 100–650 ms at a time). Such a
+// deadline gets one grace period of ClockGranularity for the readers to catch up, and only one, so a
+// lost frame is still resent on a machine whose timers are always late.
 func (c *Channel) schedule() {
 	t := c.clock.NewTimer(time.Hour)
 	t.Stop()
+	var due time.Time // when t fires; zero while stopped
+	graced := false
 	for {
+		fired := false
 		select {
 		case <-c.die:
 			t.Stop()
 			return
 		case <-c.rearm:
 		case <-t.C():
+			fired = true
 		}
+		if fired && !graced && !due.IsZero() && c.clock.Now().Sub(due) > ClockGranularity {
+			graced = true
+			due = c.clock.Now().Add(ClockGranularity)
+			t.Reset(ClockGranularity)
+			continue
+		}
+		graced = false
 		d := c.checkRetransmit()
 		t.Stop()
+		due = time.Time{}
 		if d >= 0 {
+			due = c.clock.Now().Add(d)
 			t.Reset(d)
 		}
 	}

@@ -289,6 +289,47 @@ func TestRetransmitEveryOverdueFrame(t *testing.T) {
 	}
 }
 
+// TestLateTimerGraceBeforeResend: a retransmission timer that fires long after its deadline (the process
+// was stopped) waits ClockGranularity for acks the readers have not processed yet; an ack arriving then
+// cancels the resend, and without one the frame is resent after that single grace period.
+func TestLateTimerGraceBeforeResend(t *testing.T) {
+	clk := newFakeClock()
+	ch, peer := rawPair(t, Config{Role: RoleClient, Clock: clk})
+	ctx := context.Background()
+	fireLate := func() {
+		t.Helper()
+		clk.waitUntil(t, "a retransmission timer", func() bool { return len(clk.pending()) == 1 })
+		clk.Advance(clk.pending()[0].Sub(clk.Now()) + 500*time.Millisecond)
+		clk.waitTimerAt(t, clk.Now().Add(ClockGranularity))
+		if s := ch.Stats(); s.Retransmits != 0 {
+			t.Fatalf("resent %d frames on a late timer without a grace period", s.Retransmits)
+		}
+	}
+
+	if err := ch.Send(ctx, message.PayloadOutput, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	a := peer.read()
+	fireLate()
+	peer.ack(a) // the ack that waited unread while the process was stopped
+	if err := ch.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(ClockGranularity)
+
+	if err := ch.Send(ctx, message.PayloadOutput, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	b := peer.read()
+	fireLate()
+	clk.Advance(ClockGranularity) // no ack: resent after the one grace period
+	if m := peer.read(); m.SequenceNumber != b.SequenceNumber {
+		t.Fatalf("resent seq %d, want %d", m.SequenceNumber, b.SequenceNumber)
+	}
+	waitFor(t, "the resend counted", func() bool { return ch.Stats().Retransmits == 1 })
+	peer.readNone(50 * time.Millisecond) // and only once
+}
+
 func TestWindowBackpressure(t *testing.T) {
 	frame := message.HeaderSize + 100
 	ch, peer := rawPair(t, Config{Role: RoleAgent, MaxPayloadSize: 100, MaxInFlightBytes: 4 * frame, Clock: newFakeClock()}) // virtual time: no retransmits
