@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
@@ -33,6 +34,19 @@ func emulatorChild(stdout io.Writer, stdin io.Reader, pacing string) error {
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("SSMTUNNEL_BENCH_EMULATOR_DEBUG") == "1" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	// SSMTUNNEL_BENCH_EMULATOR_CPUPROFILE=path profiles the emulator child (relay and emulated agent) for its
+	// whole life, into path-<pacing>: the other end of every tunnel measurement.
+	if path := os.Getenv("SSMTUNNEL_BENCH_EMULATOR_CPUPROFILE"); path != "" {
+		f, err := os.Create(path + "-" + pacing)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	emu, err := emulator.Start(emulator.Config{
 		Logger: logger,

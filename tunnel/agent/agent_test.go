@@ -437,3 +437,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("bad agent version: %v", err)
 	}
 }
+
+// TestSmuxFrameSize: the official 32768-byte smux frame with the service's 1 KiB payloads; with payloads
+// that hold a whole frame, one header less, so a frame is one data frame.
+func TestSmuxFrameSize(t *testing.T) {
+	for _, tc := range []struct{ payload, want int }{{1024, 32768}, {32767, 32768}, {32768, 32760}, {256 << 10, 32760}} {
+		if got := smuxFrameSize(tc.payload); got != tc.want {
+			t.Errorf("smuxFrameSize(%d) = %d, want %d", tc.payload, got, tc.want)
+		}
+	}
+}

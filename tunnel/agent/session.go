@@ -23,6 +23,20 @@ const (
 	readChunk = 32 << 10
 )
 
+// smuxHeaderSize is the smux v1 frame header: version, command, length, stream ID.
+const smuxHeaderSize = 8
+
+// smuxFrameSize is the official agent's 32768-byte smux frame, except on a channel whose payloads hold a
+// whole such frame (the emulator's unpaced mode): there the frame shrinks by its header, so that each smux
+// frame travels as one data frame instead of a full payload plus an 8-byte one (twice the frames, digests
+// and acks; the client does the same, issue 4). With the service's 1 KiB payloads nothing changes.
+func smuxFrameSize(maxPayload int) int {
+	if maxPayload >= smuxMaxFrameSize {
+		return smuxMaxFrameSize - smuxHeaderSize
+	}
+	return smuxMaxFrameSize
+}
+
 // errTerminated marks a session ended by FlagTerminateSession; Serve maps it to nil.
 var errTerminated = errors.New("agent: session terminated by the client")
 
@@ -62,7 +76,7 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 	local, remote := net.Pipe()
 	conf := smux.DefaultConfig()
 	conf.Version = 1
-	conf.MaxFrameSize = smuxMaxFrameSize
+	conf.MaxFrameSize = smuxFrameSize(s.ch.MaxPayloadSize())
 	conf.MaxReceiveBuffer = smuxMaxReceiveBuffer
 	conf.KeepAliveDisabled = keepAliveDisabled
 	sess, err := smux.Server(remote, conf)
@@ -143,7 +157,7 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 // (§9.6), until a send or a read fails. A send error breaks the session and is returned first; otherwise
 // readErr says how r ended.
 func (s *session) sendFrom(r io.Reader) (sendErr, readErr error) {
-	buf := make([]byte, readChunk)
+	buf := make([]byte, max(readChunk, s.ch.MaxPayloadSize()))
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
