@@ -167,6 +167,9 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 		args = append(args, "--document", pf.Spec.DocumentName)
 	}
 	args = append(args, "--sessions", strconv.Itoa(int(sessionsPerReplica(pf))))
+	if b := sessionReceiveBuffer(pf); b > 0 {
+		args = append(args, "--session-receive-buffer", fmt.Sprintf("%dMi", b>>20))
+	}
 	if pf.Spec.RoleARN != "" {
 		args = append(args, "--role-arn", pf.Spec.RoleARN)
 	}
@@ -188,6 +191,38 @@ func tunnelEnv(opts Options) []*corev1ac.EnvVarApplyConfiguration {
 	}
 }
 
+// Session buffers: the tunnel holds up to --session-receive-buffer (16 MiB by default) per session for
+// local readers that lag, so a pod needs up to that × ports × sessions of memory.
+const (
+	tunnelDefaultSessionBuffer = 16 << 20
+	minSessionBuffer           = 1 << 20
+)
+
+// sessionReceiveBuffer is the tunnel's --session-receive-buffer for pf, or 0 for the tunnel's default: the
+// buffers of all ports' sessions together get at most half the container's memory limit (the rest is the
+// data channels, copy buffers and the runtime), in whole MiB, at least 1 MiB. Without it, a pod with
+// 16 ports × 4 sessions under the default 128Mi limit could hold 1 GiB for lagging readers and be
+// OOM-killed, cutting every connection it carries.
+func sessionReceiveBuffer(pf *v1alpha1.PortForward) int64 {
+	limit := defaultMemoryLimit
+	if r := pf.Spec.PodTemplate.Resources; r != nil {
+		q, ok := r.Limits[corev1.ResourceMemory]
+		if !ok {
+			return 0 // no limit: nothing to fit
+		}
+		limit = q
+	}
+	n := int64(len(pf.Spec.Ports)) * int64(sessionsPerReplica(pf))
+	b := limit.Value() / 2 / max(n, 1) >> 20 << 20
+	if b >= tunnelDefaultSessionBuffer {
+		return 0
+	}
+	return max(b, minSessionBuffer)
+}
+
+// defaultMemoryLimit is the tunnel container's memory limit unless the PortForward sets resources.
+var defaultMemoryLimit = resource.MustParse("128Mi")
+
 // defaultResources keep a tunnel pod small: it only copies bytes between sockets.
 func defaultResources() *corev1ac.ResourceRequirementsApplyConfiguration {
 	return corev1ac.ResourceRequirements().
@@ -195,7 +230,7 @@ func defaultResources() *corev1ac.ResourceRequirementsApplyConfiguration {
 			corev1.ResourceCPU:    resource.MustParse("10m"),
 			corev1.ResourceMemory: resource.MustParse("32Mi"),
 		}).
-		WithLimits(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")})
+		WithLimits(corev1.ResourceList{corev1.ResourceMemory: defaultMemoryLimit})
 }
 
 // defaultAffinity prefers one tunnel pod per node, so a node loss does not take every replica; preferred,

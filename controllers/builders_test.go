@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -136,6 +137,37 @@ func container(p *corev1ac.PodSpecApplyConfiguration) *corev1ac.ContainerApplyCo
 	return &p.Containers[0]
 }
 
+func TestSessionReceiveBuffer(t *testing.T) {
+	withMemory := func(q string) *corev1.ResourceRequirements {
+		return &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(q)}}
+	}
+	tests := []struct {
+		name            string
+		ports, sessions int
+		resources       *corev1.ResourceRequirements
+		want            int64
+	}{
+		{"one port, one session: the tunnel's default", 1, 1, nil, 0},
+		{"2 × 2 under 128Mi: exactly the default", 2, 2, nil, 0},
+		{"16 × 4 under 128Mi: 1 MiB", 16, 4, nil, 1 << 20},
+		{"16 × 16 under 128Mi: never below 1 MiB", 16, 16, nil, 1 << 20},
+		{"16 × 4 under 1Gi: 8 MiB", 16, 4, withMemory("1Gi"), 8 << 20},
+		{"no memory limit: the default", 16, 16, &corev1.ResourceRequirements{}, 0},
+	}
+	for _, tc := range tests {
+		pf := basePF()
+		pf.Spec.Ports = nil
+		for i := range tc.ports {
+			pf.Spec.Ports = append(pf.Spec.Ports, v1alpha1.PortSpec{Name: fmt.Sprintf("p%d", i), Port: int32(7000 + i), RemotePort: int32(7000 + i), Protocol: v1alpha1.ProtocolTCP})
+		}
+		pf.Spec.SessionsPerReplica = ptr.To(int32(tc.sessions))
+		pf.Spec.PodTemplate.Resources = tc.resources
+		if got := sessionReceiveBuffer(pf); got != tc.want {
+			t.Errorf("%s: sessionReceiveBuffer = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestDesiredDeployment(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -234,6 +266,25 @@ func TestDesiredDeployment(t *testing.T) {
 					WithTolerations(corev1ac.Toleration().WithKey("edge").WithOperator(corev1.TolerationOpExists).WithEffect(corev1.TaintEffectNoSchedule)).
 					WithTopologySpreadConstraints(corev1ac.TopologySpreadConstraint().WithMaxSkew(1).WithTopologyKey("zone").WithWhenUnsatisfiable(corev1.ScheduleAnyway)).
 					WithPriorityClassName("critical")
+			},
+		},
+		{
+			name: "session buffers fit half the default memory limit: 3 ports × 2 sessions get 10 MiB each",
+			mutate: func(pf *v1alpha1.PortForward) {
+				for _, n := range []int32{1, 2} {
+					pf.Spec.Ports = append(pf.Spec.Ports, v1alpha1.PortSpec{Name: fmt.Sprintf("p%d", n), Port: 6000 + n, RemotePort: 6000 + n, Protocol: v1alpha1.ProtocolTCP})
+				}
+				pf.Spec.SessionsPerReplica = ptr.To[int32](2)
+			},
+			want: func(p *corev1ac.PodSpecApplyConfiguration) {
+				c := container(p)
+				c.Args = []string{"forward", "i-0123456789abcdef0", "10000:5432", "10001:6001", "10002:6002", "--address", "0.0.0.0",
+					"--region", "eu-west-1", "--sessions", "2", "--session-receive-buffer", "10Mi",
+					"--reason", "ssmtunnel PortForward apps/db",
+					"--health-addr", ":8081", "--metrics-addr", ":8080", "--drain-timeout", "20s"}
+				c.Ports = append([]corev1ac.ContainerPortApplyConfiguration{c.Ports[0],
+					*corev1ac.ContainerPort().WithName("p1").WithContainerPort(10001).WithProtocol(corev1.ProtocolTCP),
+					*corev1ac.ContainerPort().WithName("p2").WithContainerPort(10002).WithProtocol(corev1.ProtocolTCP)}, c.Ports[1:]...)
 			},
 		},
 		{
