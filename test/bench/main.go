@@ -114,6 +114,8 @@ func run(ctx context.Context, o options) error {
 	defer b.closeAll()
 
 	b.logf("machine: %s, %d cores, kernel %s, %s", b.rep.Machine.CPUModel, b.rep.Machine.Cores, b.rep.Machine.Kernel, b.rep.Machine.GoVersion)
+	b.rep.Machine.Stalls = probeStalls(3 * time.Second)
+	b.logf("host stalls: %.2f s of %.1f s in %d gaps (longest %.0f ms)", b.rep.Machine.Stalls.StalledSeconds, b.rep.Machine.Stalls.Seconds, b.rep.Machine.Stalls.Gaps, b.rep.Machine.Stalls.LongestMs)
 	if o.tunnelBin != "" {
 		b.tunnelBin = o.tunnelBin
 	} else {

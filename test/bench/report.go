@@ -40,6 +40,44 @@ type machine struct {
 	OS        string `json:"os"`
 	MemTotal  string `json:"mem_total"`
 	LoadAvg   string `json:"loadavg_at_start"`
+	// Stalls is the host-stall probe taken before the scenarios (see probeStalls).
+	Stalls stallProbe `json:"stalls_at_start"`
+}
+
+// stallProbe is how much of a busy loop's wall time passed in gaps longer than stallGap: time the host did
+// not run this process although it was runnable and nothing else of the benchmark was running.
+type stallProbe struct {
+	Seconds        float64 `json:"probe_seconds"`
+	StalledSeconds float64 `json:"stalled_seconds"`
+	Gaps           int     `json:"gaps"`
+	LongestMs      float64 `json:"longest_gap_ms"`
+}
+
+const stallGap = 5 * time.Millisecond
+
+// probeStalls spins on one thread for d and sums the gaps between consecutive clock reads that exceed
+// stallGap. A machine that runs the process whenever it is runnable shows none; the shared 2-core machine
+// this project is developed on showed gaps of 100–650 ms adding up to half the wall time, which every
+// figure of the run then carries (direct TCP as much as the tunnel, when runs last equally long).
+func probeStalls(d time.Duration) stallProbe {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var p stallProbe
+	start := time.Now()
+	last := start
+	for {
+		now := time.Now()
+		if gap := now.Sub(last); gap > stallGap {
+			p.Gaps++
+			p.StalledSeconds += gap.Seconds()
+			p.LongestMs = max(p.LongestMs, float64(gap.Microseconds())/1000)
+		}
+		last = now
+		if now.Sub(start) >= d {
+			p.Seconds = now.Sub(start).Seconds()
+			return p
+		}
+	}
 }
 
 // result is one figure: a measurement of one variant in one setting, summarised over the repetitions.
@@ -262,6 +300,8 @@ func (r *report) markdown() string {
 	}
 	w("- commit `%s`%s; %d repetitions per measurement; quick=%v; run took %.0f s\n", r.Commit, dirty, r.Reps, r.Quick, r.DurationSeconds)
 	w("- machine: %s, %d cores, %s, kernel %s, %s; load average at start %s\n", r.Machine.CPUModel, r.Machine.Cores, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAvg)
+	st := r.Machine.Stalls
+	w("- host stalls before the run: a busy loop was not run for %.2f s of %.1f s (%d gaps over %s, longest %.0f ms)\n", st.StalledSeconds, st.Seconds, st.Gaps, stallGap, st.LongestMs)
 	w("- reproduce: `make bench`%s\n\n", map[bool]string{true: " BENCH_ARGS=-quick", false: ""}[r.Quick])
 
 	w("## Targets (issue 4)\n\n")
