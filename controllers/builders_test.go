@@ -150,9 +150,9 @@ func TestSessionReceiveBuffer(t *testing.T) {
 		{"one port, one session: the tunnel's default", 1, 1, nil, 0},
 		{"2 × 2 under 128Mi: exactly the default", 2, 2, nil, 0},
 		{"16 × 4 under 128Mi: 1 MiB", 16, 4, nil, 1 << 20},
-		{"16 × 16 under 128Mi: never below 1 MiB", 16, 16, nil, 1 << 20},
+		{"16 × 8 under 128Mi: never below 1 MiB", 16, 8, nil, 1 << 20},
 		{"16 × 4 under 1Gi: 8 MiB", 16, 4, withMemory("1Gi"), 8 << 20},
-		{"no memory limit: the default", 16, 16, &corev1.ResourceRequirements{}, 0},
+		{"no memory limit: the default", 16, 8, &corev1.ResourceRequirements{}, 0},
 	}
 	for _, tc := range tests {
 		pf := basePF()
