@@ -59,6 +59,11 @@ type DialOptions struct {
 	Now func() time.Time
 }
 
+// wsBufferSize is the websocket connection's read and write buffer. gorilla's 4 KiB default sends a client
+// message as one websocket fragment and one write(2) per 4 KiB, so a 32 KiB data frame took nine of each; a
+// buffer that holds a whole frame of the largest default payloads sends it in one.
+const wsBufferSize = 64 << 10
+
 // DialClient opens the client's data-channel websocket to streamURL (ws:// or wss://), signs the upgrade
 // when credentials are given, and sends the OpenDataChannel text frame with a fresh RequestId, token,
 // clientID (stable for the life of the process, reused on resume) and ClientVersion (§4.1). The returned
@@ -85,7 +90,8 @@ func DialClient(ctx context.Context, streamURL, token, clientID string, opts Dia
 	}
 	dialer := opts.Dialer
 	if dialer == nil {
-		dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout}
+		dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout,
+			ReadBufferSize: wsBufferSize, WriteBufferSize: wsBufferSize}
 	}
 	header := opts.Header.Clone()
 	if header == nil {
