@@ -70,7 +70,7 @@ func (o WebsocketOptions) withDefaults() WebsocketOptions {
 // holds.
 func NewWebsocketTransport(conn *websocket.Conn, opts WebsocketOptions) Transport {
 	opts = opts.withDefaults()
-	w := &wsTransport{conn: conn, opts: opts, die: make(chan struct{})}
+	w := &wsTransport{conn: conn, opts: opts, die: make(chan struct{}), readFailed: make(chan struct{})}
 	conn.SetReadLimit(opts.ReadLimit)
 	w.extendDeadline()
 	conn.SetPongHandler(func(string) error {
@@ -102,6 +102,11 @@ type wsTransport struct {
 	wmu  sync.Mutex
 	die  chan struct{}
 	once sync.Once
+	// readFailed is closed, and rerr set, when ReadFrame fails: a write that meets the close frame the reader
+	// sent for a protocol error reports the reader's error, the cause.
+	readFailed chan struct{}
+	rerr       error
+	rfOnce     sync.Once
 }
 
 func (w *wsTransport) extendDeadline() {
@@ -151,6 +156,15 @@ func (w *wsTransport) ReadFrame() ([]byte, error) {
 }
 
 func (w *wsTransport) readErr(err error) error {
+	err = w.classifyReadErr(err)
+	w.rfOnce.Do(func() {
+		w.rerr = err
+		close(w.readFailed)
+	})
+	return err
+}
+
+func (w *wsTransport) classifyReadErr(err error) error {
 	select {
 	case <-w.die:
 		return ErrTransportClosed
@@ -177,6 +191,16 @@ func (w *wsTransport) WriteFrame(frame []byte) error {
 	}
 	_ = w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := w.conn.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+		if errors.Is(err, websocket.ErrCloseSent) {
+			// Only Close or the reader (answering a protocol error or the peer's close) sends a close
+			// frame; report why it did rather than that it did.
+			select {
+			case <-w.readFailed:
+				return w.rerr
+			case <-w.die:
+				return ErrTransportClosed
+			}
+		}
 		select {
 		case <-w.die:
 			return ErrTransportClosed
