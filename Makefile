@@ -15,7 +15,7 @@ KUBE_BIN ?= $(LOCALBIN)/k8s/$(KUBE_VERSION)
 GO ?= go
 GOTEST ?= $(GO) test -race -count=1 -timeout 40m
 # How long each native fuzz target runs in `make test-fuzz`.
-# Seed corpora also run in test-unit; this is the exploration budget per target (17 targets).
+# Seed corpora also run in test-unit; this is the exploration budget per target (hack/fuzz.sh finds them).
 FUZZTIME ?= 10s
 
 # Tool versions, built from the Go module proxy into bin/.

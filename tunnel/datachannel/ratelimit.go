@@ -2,7 +2,7 @@ package datachannel
 
 import "time"
 
-// MaxCatchUp bounds the credit a backlogged sender gets for time it lost waiting for tokens (see tokenBucket).
+// MaxCatchUp bounds the credit a backlogged sender gets for time it could not send (see tokenBucket).
 const MaxCatchUp = time.Second
 
 // tokenBucket paces new data at rate bytes/s with bursts of up to burst bytes. It only computes; the
@@ -37,14 +37,16 @@ func (b *tokenBucket) take(now time.Time, n int, backlogged bool) time.Duration 
 		return 0
 	}
 	if el := now.Sub(b.last); el > 0 {
-		earned := el.Seconds() * float64(b.rate)
+		earned, burst := el.Seconds()*float64(b.rate), float64(b.burst)
+		// Tokens grow up to limit; credit already above it is kept.
+		grow := func(limit float64) { b.tokens = max(b.tokens, min(limit, b.tokens+earned)) }
 		switch {
 		case backlogged || b.waited:
-			b.tokens = max(b.tokens, min(max(float64(b.burst), MaxCatchUp.Seconds()*float64(b.rate)), b.tokens+earned))
-		case earned >= float64(b.burst):
-			b.tokens = float64(b.burst) // idle long enough for a full burst: unspent catch-up credit lapses
+			grow(max(burst, MaxCatchUp.Seconds()*float64(b.rate)))
+		case earned >= burst:
+			b.tokens = burst // idle long enough for a full burst: unspent catch-up credit lapses
 		default:
-			b.tokens = max(b.tokens, min(float64(b.burst), b.tokens+earned)) // between Send calls
+			grow(burst) // between Send calls
 		}
 		b.last = now
 	}
