@@ -98,6 +98,42 @@ type suite struct {
 	tm  timings
 	pf  *v1alpha1.PortForward
 	dir string
+	// failures are the steps' failure messages, repeated after the diagnostics.
+	failures []string
+}
+
+// failureRecorder is a step's testing.TB that also records what it fails with.
+type failureRecorder struct {
+	*testing.T
+	failures *[]string
+}
+
+func (r *failureRecorder) record(msg string) {
+	*r.failures = append(*r.failures, r.Name()+": "+msg)
+}
+
+func (r *failureRecorder) Errorf(format string, args ...any) {
+	r.T.Helper()
+	r.record(fmt.Sprintf(format, args...))
+	r.T.Errorf(format, args...)
+}
+
+func (r *failureRecorder) Error(args ...any) {
+	r.T.Helper()
+	r.record(fmt.Sprint(args...))
+	r.T.Error(args...)
+}
+
+func (r *failureRecorder) Fatalf(format string, args ...any) {
+	r.T.Helper()
+	r.record(fmt.Sprintf(format, args...))
+	r.T.Fatalf(format, args...)
+}
+
+func (r *failureRecorder) Fatal(args ...any) {
+	r.T.Helper()
+	r.record(fmt.Sprint(args...))
+	r.T.Fatal(args...)
 }
 
 func TestE2E(t *testing.T) {
@@ -110,6 +146,10 @@ func TestE2E(t *testing.T) {
 		if t.Failed() {
 			dumpDiagnostics(t, s.k, nsOperator, nsAWS, nsApps)
 			t.Logf("the failed run's objects are left in place; `make test-e2e` starts by removing them")
+			// The diagnostics are long and a CI log is often read from its tail: the cause comes last too.
+			for _, f := range s.failures {
+				t.Logf("FAILURE %s", f)
+			}
 			return
 		}
 		if os.Getenv("E2E_KEEP") == "" {
@@ -119,7 +159,7 @@ func TestE2E(t *testing.T) {
 
 	steps := []struct {
 		name string
-		fn   func(context.Context, *testing.T)
+		fn   func(context.Context, testing.TB)
 	}{
 		{"Setup", s.setup},
 		{"PortForwardBecomesReady", s.portForwardBecomesReady},
@@ -132,7 +172,7 @@ func TestE2E(t *testing.T) {
 		{"DeletingPortForwardRemovesChildren", s.deletion},
 	}
 	for _, st := range steps {
-		if !t.Run(st.name, func(t *testing.T) { st.fn(ctx, t) }) {
+		if !t.Run(st.name, func(t *testing.T) { st.fn(ctx, &failureRecorder{T: t, failures: &s.failures}) }) {
 			t.Fatalf("step %s failed; later steps depend on it", st.name)
 		}
 	}
@@ -147,7 +187,7 @@ func TestE2E(t *testing.T) {
 
 // setup imports the images, starts the emulator pod, installs the chart with Helm and prepares the
 // restricted application namespace.
-func (s *suite) setup(ctx context.Context, t *testing.T) {
+func (s *suite) setup(ctx context.Context, t testing.TB) {
 	e, k := s.e, s.k
 	start := time.Now()
 	waitFor(ctx, t, 2*time.Minute, "a Ready node", func(ctx context.Context) (bool, string, error) {
@@ -206,7 +246,7 @@ func (s *suite) setup(ctx context.Context, t *testing.T) {
 
 // removeOtherReleases uninstalls any release of this chart (ours from an earlier run, or the demo's), so
 // exactly one operator reconciles PortForwards.
-func (s *suite) removeOtherReleases(ctx context.Context, t *testing.T) {
+func (s *suite) removeOtherReleases(ctx context.Context, t testing.TB) {
 	out, err := run(ctx, s.e.helm, "--kubeconfig", s.e.kubeconfig, "list", "--all-namespaces", "--all", "--output", "json")
 	if err != nil {
 		t.Fatalf("helm list: %v", err)
@@ -229,7 +269,7 @@ func (s *suite) removeOtherReleases(ctx context.Context, t *testing.T) {
 }
 
 // buildWebImage builds test/e2e/webapp into its own small image with hack/imagebuild.
-func (s *suite) buildWebImage(ctx context.Context, t *testing.T) string {
+func (s *suite) buildWebImage(ctx context.Context, t testing.TB) string {
 	bin := filepath.Join(s.dir, "webapp")
 	build := func(args ...string) {
 		t.Helper()
@@ -248,7 +288,7 @@ func (s *suite) buildWebImage(ctx context.Context, t *testing.T) string {
 
 // startEmulator runs ssm-emulator (the product image) with one emulated instance, and the web application
 // on the same pod's loopback, where the emulated agent forwards to.
-func (s *suite) startEmulator(ctx context.Context, t *testing.T) {
+func (s *suite) startEmulator(ctx context.Context, t testing.TB) {
 	k := s.k
 	labels := map[string]string{"app.kubernetes.io/name": emulator}
 	dep := &appsv1.Deployment{
@@ -319,7 +359,7 @@ func emulatorCommand() []string {
 }
 
 // installChart installs charts/ssmtunnel with Helm as a user would, pointed at the emulator.
-func (s *suite) installChart(ctx context.Context, t *testing.T) {
+func (s *suite) installChart(ctx context.Context, t testing.TB) {
 	repo, tag := s.e.repoImage()
 	// Helm installs CRDs only when they are missing; an earlier run's CRD is brought up to date the way the
 	// chart's README tells users to on upgrades.
@@ -348,7 +388,7 @@ func (s *suite) installChart(ctx context.Context, t *testing.T) {
 }
 
 // teardown uninstalls the release and removes the namespaces of a successful run.
-func (s *suite) teardown(t *testing.T) {
+func (s *suite) teardown(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	deleteNamespace(ctx, t, s.k, nsApps)
@@ -398,7 +438,7 @@ func tunnelLabels(name string) map[string]string {
 
 // waitPortForwardReady waits until the PortForward's status is Ready for its current generation with want
 // ready replicas, and returns how long that took.
-func (s *suite) waitPortForwardReady(ctx context.Context, t *testing.T, want int32, timeout time.Duration) time.Duration {
+func (s *suite) waitPortForwardReady(ctx context.Context, t testing.TB, want int32, timeout time.Duration) time.Duration {
 	return waitFor(ctx, t, timeout, fmt.Sprintf("PortForward %s/%s Ready with %d ready replicas", nsApps, pfName, want),
 		func(ctx context.Context) (bool, string, error) {
 			var pf v1alpha1.PortForward
@@ -428,7 +468,7 @@ func conditionSummary(cs []metav1.Condition) string {
 }
 
 // portForwardBecomesReady applies the PortForward and measures the time to Ready.
-func (s *suite) portForwardBecomesReady(ctx context.Context, t *testing.T) {
+func (s *suite) portForwardBecomesReady(ctx context.Context, t testing.TB) {
 	pf := &v1alpha1.PortForward{
 		ObjectMeta: metav1.ObjectMeta{Name: pfName, Namespace: nsApps},
 		Spec: v1alpha1.PortForwardSpec{
@@ -514,7 +554,7 @@ type probeResult struct {
 }
 
 // lastJSON decodes the last line of a client pod's output.
-func lastJSON(t *testing.T, out string, v any) {
+func lastJSON(t testing.TB, out string, v any) {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), v); err != nil {
@@ -524,7 +564,7 @@ func lastJSON(t *testing.T, out string, v any) {
 
 var clientLabels = map[string]string{"app": "web-client"}
 
-func (s *suite) hundredConcurrentRequests(ctx context.Context, t *testing.T) {
+func (s *suite) hundredConcurrentRequests(ctx context.Context, t testing.TB) {
 	out, ok := runClientPod(ctx, t, s.k, s.e.webImage(), nsApps, "load-100", clientLabels, 5*time.Minute,
 		"load", "--url", serviceURL(80), "--requests", "100", "--concurrency", "100", "--size", "32768")
 	var res loadResult
@@ -537,7 +577,7 @@ func (s *suite) hundredConcurrentRequests(ctx context.Context, t *testing.T) {
 }
 
 // podDeletion deletes one of two tunnel pods while a client keeps requesting through the Service.
-func (s *suite) podDeletion(ctx context.Context, t *testing.T) {
+func (s *suite) podDeletion(ctx context.Context, t testing.TB) {
 	var pods corev1.PodList
 	if err := s.k.c.List(ctx, &pods, client.InNamespace(nsApps), client.MatchingLabels(tunnelLabels(pfName))); err != nil {
 		t.Fatal(err)
@@ -613,7 +653,7 @@ func (s *suite) podDeletion(ctx context.Context, t *testing.T) {
 }
 
 // specChange adds a port: the pods roll, and both the old and the new port answer.
-func (s *suite) specChange(ctx context.Context, t *testing.T) {
+func (s *suite) specChange(ctx context.Context, t testing.TB) {
 	before := s.tunnelPodUIDs(ctx, t)
 	var pf v1alpha1.PortForward
 	if err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &pf); err != nil {
@@ -674,7 +714,7 @@ func (s *suite) specChange(ctx context.Context, t *testing.T) {
 	}
 }
 
-func (s *suite) tunnelPodUIDs(ctx context.Context, t *testing.T) map[any]bool {
+func (s *suite) tunnelPodUIDs(ctx context.Context, t testing.TB) map[any]bool {
 	var list corev1.PodList
 	if err := s.k.c.List(ctx, &list, client.InNamespace(nsApps), client.MatchingLabels(tunnelLabels(pfName))); err != nil {
 		t.Fatal(err)
@@ -687,7 +727,7 @@ func (s *suite) tunnelPodUIDs(ctx context.Context, t *testing.T) map[any]bool {
 }
 
 // scale changes replicas through the scale subresource, as kubectl scale and autoscalers do.
-func (s *suite) scale(ctx context.Context, t *testing.T) {
+func (s *suite) scale(ctx context.Context, t testing.TB) {
 	for _, want := range []int32{3, 2} {
 		pf := &v1alpha1.PortForward{ObjectMeta: metav1.ObjectMeta{Namespace: nsApps, Name: pfName}}
 		sc := &autoscalingv1.Scale{}
@@ -723,7 +763,7 @@ func (s *suite) scale(ctx context.Context, t *testing.T) {
 // allowedClients restricts the clients: the NetworkPolicy's peers equal spec.allowedClients and its ports
 // are the tunnel container's ports of the forwarded ports. (The bridge CNI here does not enforce policies:
 // the object is tested, not enforcement.)
-func (s *suite) allowedClients(ctx context.Context, t *testing.T) {
+func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 	peers := []v1alpha1.ClientPeer{
 		{PodSelector: &metav1.LabelSelector{MatchLabels: clientLabels}},
 		{
@@ -837,7 +877,7 @@ func sortedPorts(m map[int32]bool) []int32 {
 
 // operatorRBAC checks that the operator runs as the chart's ServiceAccount, bound only by the chart, and
 // that this identity cannot read Secrets.
-func (s *suite) operatorRBAC(ctx context.Context, t *testing.T) {
+func (s *suite) operatorRBAC(ctx context.Context, t testing.TB) {
 	var deps appsv1.DeploymentList
 	if err := s.k.c.List(ctx, &deps, client.InNamespace(nsOperator)); err != nil {
 		t.Fatal(err)
@@ -929,7 +969,7 @@ func (s *suite) operatorRBAC(ctx context.Context, t *testing.T) {
 }
 
 // deletion deletes the PortForward: garbage collection removes every child.
-func (s *suite) deletion(ctx context.Context, t *testing.T) {
+func (s *suite) deletion(ctx context.Context, t testing.TB) {
 	pf := &v1alpha1.PortForward{ObjectMeta: metav1.ObjectMeta{Namespace: nsApps, Name: pfName}}
 	start := time.Now()
 	if err := s.k.c.Delete(ctx, pf); err != nil {
