@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +227,27 @@ func TestProcReaders(t *testing.T) {
 	}
 	if _, err := procCPU(pid); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// memStats reads the runtime's own figures from a real net/http/pprof heap endpoint (this process's).
+func TestMemStatsFromPprof(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	tun := &tunnelProc{pprof: strings.TrimPrefix(srv.URL, "http://")}
+	stats, err := tun.memStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if stats["StackInuse"] == 0 || stats["HeapInuse"] == 0 || stats["Sys"] == 0 {
+		t.Fatalf("missing figures: %v", stats)
+	}
+	// Sys only grows, so what the endpoint reported earlier cannot exceed what is read now.
+	if stats["Sys"] > ms.Sys {
+		t.Fatalf("Sys %d from the endpoint, %d read afterwards", stats["Sys"], ms.Sys)
 	}
 }

@@ -336,6 +336,43 @@ func (t *tunnelProc) goroutines() (int, error) {
 	return strconv.Atoi(f[len(f)-1])
 }
 
+// memStats reads the tunnel's runtime.MemStats (the "# Name = value" lines that end the text heap profile),
+// so the report can say where its RSS goes: heap objects, goroutine stacks, or memory the runtime holds.
+func (t *tunnelProc) memStats() (map[string]uint64, error) {
+	resp, err := http.Get("http://" + t.pprof + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	stats := map[string]uint64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "# "), " = ")
+		if !ok || strings.ContainsAny(name, " \t") {
+			continue
+		}
+		if inuse, sys, pair := strings.Cut(value, " / "); pair {
+			// "Stack = 327680 / 327680": StackInuse / StackSys, and the same for MSpan and MCache.
+			value = inuse
+			if v, err := strconv.ParseUint(sys, 10, 64); err == nil {
+				stats[name+"Sys"] = v
+			}
+			name += "Inuse"
+		}
+		if v, err := strconv.ParseUint(value, 10, 64); err == nil {
+			stats[name] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if _, ok := stats["StackInuse"]; !ok {
+		return nil, fmt.Errorf("no runtime.MemStats in the heap profile")
+	}
+	return stats, nil
+}
+
 func (t *tunnelProc) startCPUProfile() error {
 	resp, err := http.Get("http://" + t.pprof + "/bench/cpu/start")
 	if err != nil {

@@ -20,6 +20,7 @@ func (b *bench) scale(ctx context.Context) error {
 		activeFor = 1500 * time.Millisecond
 	}
 	var rssBase, rssIdle, rssActive, gBase, gIdle, gActive, perConnKB, openSecs, activeMBps []float64
+	var heapIdle, stackIdle []float64
 	for rep := range b.opts.reps {
 		b.logf("scale: repetition %d", rep+1)
 		// The production configuration: the client's defaults (the service's 1 KiB frames at ~1 MB/s) against
@@ -45,6 +46,8 @@ func (b *bench) scale(ctx context.Context) error {
 		perConnKB = append(perConnKB, (r.rssIdle-r.rssBase)*1024/idle)
 		openSecs = append(openSecs, r.openSecs)
 		activeMBps = append(activeMBps, r.activeMBps)
+		heapIdle = append(heapIdle, r.heapIdle)
+		stackIdle = append(stackIdle, r.stackIdle)
 		runtime.GC() // the harness's own 10,000 connections are gone; do not carry their garbage into the next repetition
 	}
 	p := map[string]any{"idle": idle, "active": active, "pacing": pacingAgent, "client": "defaults", "rtt_ms": 0}
@@ -53,17 +56,20 @@ func (b *bench) scale(ctx context.Context) error {
 	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/rss", idle), "MB", rssIdle, p)
 	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/rss-per-connection", idle), "KB", perConnKB, p)
 	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/goroutines", idle), "count", gIdle, p)
+	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/heap-inuse", idle), "MB", heapIdle, p)
+	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/stack-inuse", idle), "MB", stackIdle, p)
 	b.rep.add("scale", fmt.Sprintf("scale/idle-%d/open-seconds", idle), "s", openSecs, p)
 	b.rep.add("scale", fmt.Sprintf("scale/active-%d/rss-peak", active), "MB", rssActive, p)
 	b.rep.add("scale", fmt.Sprintf("scale/active-%d/goroutines-peak", active), "count", gActive, p)
 	b.rep.add("scale", fmt.Sprintf("scale/active-%d/echo-MBps", active), "MB/s", activeMBps, p)
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale: %d connections opened through one ssmtunnel process (1 session, client defaults and emulator pacing agent as in production), each with one echoed byte so the whole path is up, then held idle; RSS is VmRSS (MB = 2^20 bytes) 1 s after the last one opened; then %d of them run 1 KiB echo loops for %s while RSS and goroutines are sampled every 250 ms (peaks reported). Goroutines come from the pprof endpoint the harness compiles into its build of ssmtunnel.", idle, active, activeFor))
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale: %d connections opened through one ssmtunnel process (1 session, client defaults and emulator pacing agent as in production), each with one echoed byte so the whole path is up, then held idle; RSS is VmRSS (MB = 2^20 bytes) 1 s after the last one opened, heap-inuse and stack-inuse the Go runtime's HeapInuse and StackInuse then; then %d of them run 1 KiB echo loops for %s while RSS and goroutines are sampled every 250 ms (peaks reported). Goroutines come from the pprof endpoint the harness compiles into its build of ssmtunnel.", idle, active, activeFor))
 	return nil
 }
 
 type scaleResult struct {
 	rssBase, rssIdle, rssActive float64
 	gBase, gIdle, gActive       float64
+	heapIdle, stackIdle         float64 // runtime.MemStats HeapInuse and StackInuse with the connections idle
 	openSecs, activeMBps        float64
 }
 
@@ -98,6 +104,11 @@ func (b *bench) scaleOnce(ctx context.Context, tun *tunnelProc, idle, active int
 		return r, ctx.Err()
 	}
 	r.rssIdle, r.gIdle = mb(), gr()
+	if ms, err := tun.memStats(); err != nil {
+		b.errorf("scale: memory statistics: %v", err)
+	} else {
+		r.heapIdle, r.stackIdle = float64(ms["HeapInuse"])/(1<<20), float64(ms["StackInuse"])/(1<<20)
+	}
 	if path := profilePath(b.opts.memProfile, ""); path != "" && profile {
 		if err := tun.writeHeapProfile(path); err != nil {
 			b.errorf("heap profile: %v", err)
