@@ -127,7 +127,7 @@ kubectl rollout status -n "$ns_aws" deployment/ssm-emulator --timeout=180s
 
 say "Installing the chart: helm upgrade --install $release charts/ssmtunnel"
 helm upgrade --install "$release" charts/ssmtunnel --namespace "$ns_operator" \
-  --set image.repository="$repo" --set image.tag="$tag" \
+  --set-string image.repository="$repo" --set-string image.tag="$tag" \
   --set aws.region=us-east-1 \
   --set aws.endpointURL="http://ssm-emulator.$ns_aws.svc:4566" \
   --wait --timeout 3m

@@ -80,6 +80,13 @@ expect_not "$out" 'kind: ServiceMonitor' "no ServiceMonitor by default"
 expect_not "$out" '^  - secrets$' "no access to Secrets"
 expect_not "$out" 'aws-endpoint-url' "no endpoint override by default"
 
+step "helm template: a tag of digits only, given with --set-string"
+out=$tmp/digits.yaml
+"$HELM" template ssmtunnel "$chart" --set-string image.tag=6665882 >"$out" ||
+  die "helm template with --set-string image.tag=6665882 failed"
+expect "$out" 'image: "localhost/ssmtunnel:6665882"$' "operator image keeps the digits"
+expect "$out" '- --tunnel-image=localhost/ssmtunnel:6665882$' "tunnel image keeps the digits"
+
 step "helm template: ci/full-values.yaml"
 out=$tmp/full.yaml
 "$HELM" template rel "$chart" --namespace platform -f "$chart/ci/full-values.yaml" \
@@ -147,6 +154,8 @@ reject "/tunnel/drainTimeout" --set tunnel.drainTimeout=20
 reject "/tunnelServiceAccount/annotations/a" --set 'tunnelServiceAccount.annotations.a=x\,y'
 reject "tunnel.image.tag: \"latest\" is refused" --set tunnel.image.repository=x/y --set tunnel.image.tag=latest
 reject "/image/tag" --set image.tag=v1+bad
+# A tag of digits only (a clean tree's short commit hash) is a number to --set; --set-string keeps it a string.
+reject "at '/image/tag': got number, want string" --set image.tag=6665882
 reject "/watchNamespaces/0" --set 'watchNamespaces[0]=Team_A'
 reject "/extraArgs/0" --set 'extraArgs[0]=leader-elect'
 reject "additional properties 'imageTag' not allowed" --set imageTag=v1

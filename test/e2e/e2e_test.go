@@ -373,8 +373,10 @@ func (s *suite) installChart(ctx context.Context, t testing.TB) {
 	ensureNamespace(ctx, t, s.k, nsOperator, restricted)
 	args := []string{"--kubeconfig", s.e.kubeconfig, "install", release, filepath.Join(s.e.root, "charts", "ssmtunnel"),
 		"--namespace", nsOperator,
-		"--set", "image.repository=" + repo,
-		"--set", "image.tag=" + tag,
+		// --set-string: a clean tree's tag is the short commit hash, which may be all digits (6665882), and
+		// --set would pass it as a number that the chart's schema refuses.
+		"--set-string", "image.repository=" + repo,
+		"--set-string", "image.tag=" + tag,
 		"--set", "aws.region=us-east-1",
 		"--set", "aws.endpointURL=" + emulatorURL,
 		"--set", "logLevel=debug",
