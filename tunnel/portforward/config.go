@@ -83,6 +83,8 @@ const (
 	MaxSessionReceiveBuffer = 1 << 30
 	// DefaultStreamStallTimeout: see Config.StreamStallTimeout.
 	DefaultStreamStallTimeout = 10 * time.Second
+	// DefaultIdleParkAfter: see Config.IdleParkAfter.
+	DefaultIdleParkAfter = time.Second
 )
 
 // Config configures a Forwarder.
@@ -112,6 +114,11 @@ type Config struct {
 	// scheduled never counts. When the session's buffer is half full, a tenth of this timeout applies to the
 	// stream holding most of it, since the whole session is about to stop. Default 10s.
 	StreamStallTimeout time.Duration
+	// IdleParkAfter is how long a local connection may send nothing before its reading goroutine ends and
+	// the connection waits in the forwarder's shared poller instead (Linux), so idle connections cost no
+	// goroutine stack. A connection that sends after that wakes with one epoll event and a goroutine
+	// start. Default 1s.
+	IdleParkAfter time.Duration
 	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
 	Out io.Writer
 	// Logger for connection and session events. Default: discard.
@@ -145,7 +152,7 @@ func (c Config) Validate() error {
 	if c.Sessions < 0 || c.Sessions > MaxSessionsPerPort {
 		return fmt.Errorf("--sessions must be between 1 and %d, got %d", MaxSessionsPerPort, c.Sessions)
 	}
-	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 || c.StreamStallTimeout < 0 {
+	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 || c.StreamStallTimeout < 0 || c.IdleParkAfter < 0 {
 		return errors.New("timeouts must not be negative")
 	}
 	if b := c.SessionReceiveBuffer; b != 0 && (b < MinSessionReceiveBuffer || b > MaxSessionReceiveBuffer) {
@@ -176,6 +183,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamStallTimeout == 0 {
 		c.StreamStallTimeout = DefaultStreamStallTimeout
+	}
+	if c.IdleParkAfter == 0 {
+		c.IdleParkAfter = DefaultIdleParkAfter
 	}
 	if c.Out == nil {
 		c.Out = io.Discard

@@ -15,11 +15,13 @@ import (
 // fwdConn is one accepted local connection carried by one smux stream.
 //
 // Memory at rest (issue 4: 10,000 idle connections in ≤ 100 MB): the local → agent copy runs on the
-// handler goroutine and holds no buffer while it waits (copyFromLocal). The agent → local copy runs on a
-// goroutine of its own only while the stream has something for the local connection: smuxTap sees every
-// payload byte and FIN just before smux buffers it and wakes the copy (wakeToLocal), which writes straight
-// from smux's buffers (smux.Stream's WriteTo) and exits once the local connection has taken every byte that
-// arrived. An idle connection therefore costs the handler goroutine only.
+// handler goroutine and holds no buffer while it waits (copyFromLocal); after IdleParkAfter without data the
+// handler goroutine ends and the connection is parked in the forwarder's idle poller, which starts a new one
+// when the local side sends again (resumeToAgent). The agent → local copy runs on a goroutine of its own
+// only while the stream has something for the local connection: smuxTap sees every payload byte and FIN just
+// before smux buffers it and wakes the copy (wakeToLocal), which writes straight from smux's buffers
+// (smux.Stream's WriteTo) and exits once the local connection has taken every byte that arrived. An idle
+// connection therefore costs no goroutine at all.
 type fwdConn struct {
 	slot     *slot
 	local    net.Conn
@@ -28,6 +30,11 @@ type fwdConn struct {
 	received atomic.Int64 // bytes from the agent so far; 0 = still awaiting first data
 	arrived  atomic.Int64 // bytes smux read for this stream (smuxTap); arrived - received are held
 	aborted  atomic.Bool
+
+	// parked is the idle poller's token while the local → agent copy is parked, else 0 (closeLocal wakes it).
+	parked atomic.Uint64
+	// end releases what handle reserved for the connection; it runs once, when both directions are done.
+	end func()
 
 	// agent → local copy
 	toLocal     atomic.Int32 // copyOpening, copyIdle, copyRunning or copyDone
@@ -79,8 +86,17 @@ func (c *fwdConn) wakeToLocal() {
 // abort closes both ends at once (destination refused, drain deadline, stalled stream).
 func (c *fwdConn) abort() {
 	c.aborted.Store(true)
-	c.local.Close()
+	c.closeLocal()
 	c.stream.Close()
+}
+
+// closeLocal closes the local connection. A parked connection has no reader to notice the close (closing a
+// socket takes it out of the epoll set without an event), so it is woken to finish.
+func (c *fwdConn) closeLocal() {
+	c.local.Close()
+	if p := c.slot.f.idle.Load(); p != nil {
+		p.wake(&c.parked)
+	}
 }
 
 // errCaughtUp stops smux's WriteTo once the local connection has every byte that arrived; nothing is lost
@@ -104,10 +120,10 @@ func (w toLocalWriter) Write(p []byte) (int, error) {
 
 type closeWriter interface{ CloseWrite() error }
 
-// serveMux copies both ways between the local connection and its stream until both directions are done.
-// The local → agent direction runs on the calling (handler) goroutine; once it is done, the handler also
-// carries the agent → local direction to its end, so a half-closed connection needs no more goroutines than
-// an idle one.
+// serveMux copies both ways between the local connection and its stream until both directions are done,
+// then calls c.end. The local → agent direction runs on the calling (handler) goroutine, or on the goroutine
+// that resumes it after it was parked (serveMux then returns early); once that direction is done, the same
+// goroutine carries the agent → local direction to its end, so a half-closed connection needs one goroutine.
 //
 // Half-close (§9.4): the official client tears the stream down when either direction ends, discarding
 // response bytes still in flight. Here a local EOF sends FIN (smux CloseWrite) and the stream keeps
@@ -115,14 +131,29 @@ type closeWriter interface{ CloseWrite() error }
 // agent that closes fully on FIN, as the real one does, still ends both directions; nothing is lost that the
 // agent sent.
 func (s *slot) serveMux(c *fwdConn) {
-	copyToAgent(c)
+	if s.copyToAgent(c) {
+		s.finishMux(c)
+	}
+}
+
+// resumeToAgent continues a parked connection on the goroutine the idle poller started for it.
+func (s *slot) resumeToAgent(c *fwdConn) {
+	if s.copyToAgent(c) {
+		s.finishMux(c)
+	}
+}
+
+// finishMux carries the agent → local direction to its end once local → agent is done, then ends the
+// connection.
+func (s *slot) finishMux(c *fwdConn) {
 	c.drainToEnd.Store(true)
 	if c.toLocal.CompareAndSwap(copyIdle, copyRunning) {
 		s.pumpToLocal(c)
 	}
 	<-c.toLocalDone
 	c.stream.Close()
-	c.local.Close()
+	c.closeLocal()
+	c.end()
 }
 
 // runToLocal is the agent → local copy goroutine, counted for SessionStats.ToLocalCopies.
@@ -157,32 +188,43 @@ func (s *slot) pumpToLocal(c *fwdConn) {
 func (s *slot) endToLocal(c *fwdConn, err error) {
 	switch {
 	case err != nil || c.aborted.Load():
-		c.local.Close()
+		c.closeLocal()
 		c.stream.Close()
 	case c.received.Load() == 0 && s.claimConnectError():
 		// The agent could not dial the destination for this stream (Flag 3, then FIN): close the local
 		// connection at once instead of leaving it half-open.
 		s.log.Warn("Connection to destination failed, check the SSM Agent logs", "port", s.port.String(), "remote", c.local.RemoteAddr().String())
-		c.local.Close()
+		c.closeLocal()
 	default:
 		if cw, ok := c.local.(closeWriter); ok {
 			cw.CloseWrite()
 		} else {
-			c.local.Close()
+			c.closeLocal()
 		}
 	}
 }
 
-// copyToAgent copies local → agent; a local EOF becomes the stream's FIN (half-close), an error closes both.
-func copyToAgent(c *fwdConn) {
-	if _, err := copyFromLocal(c.stream, c.local); err != nil {
-		c.stream.Close()
-		c.local.Close()
-		return
+// copyToAgent copies local → agent and reports true when that direction is done: a local EOF becomes the
+// stream's FIN (half-close), an error closes both. It reports false when the connection went idle and was
+// parked: the idle poller then runs resumeToAgent on a new goroutine.
+func (s *slot) copyToAgent(c *fwdConn) bool {
+	var park func() bool
+	if p := s.f.idle.Load(); p != nil {
+		park = func() bool { return p.park(c.local, &c.parked, func() { s.resumeToAgent(c) }) }
 	}
-	if err := c.stream.CloseWrite(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+	_, err := copyFromLocal(c.stream, c.local, s.f.cfg.IdleParkAfter, park)
+	switch {
+	case err == errParked:
+		return false
+	case err != nil:
 		c.stream.Close()
+		c.closeLocal()
+	default:
+		if err := c.stream.CloseWrite(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			c.stream.Close()
+		}
 	}
+	return true
 }
 
 // ConnectToPortError correlation.

@@ -1,9 +1,12 @@
 package portforward
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 )
 
 // Copy buffers. An idle connection must not pin a buffer (issue 4: ~10 KB per idle connection). Reading
@@ -23,24 +26,46 @@ const muxReadSize = bigBufSize - smuxHeaderSize
 
 var bigBufs = sync.Pool{New: func() any { b := make([]byte, bigBufSize); return &b }}
 
+// errParked: copyFromLocal stopped because the connection was idle and park took it over.
+var errParked = errors.New("portforward: connection parked while idle")
+
 // copyFromLocal copies the local connection src to dst until src ends, holding a buffer only while data
-// moves. It returns the bytes copied and nil on EOF.
-func copyFromLocal(dst io.Writer, src net.Conn) (int64, error) {
+// moves. It returns the bytes copied and nil on EOF. With park non-nil, after idleAfter without data it
+// calls park; if park reports true, the connection is parked and copyFromLocal returns errParked.
+func copyFromLocal(dst io.Writer, src net.Conn, idleAfter time.Duration, park func() bool) (int64, error) {
 	wait := readWaiter(src)
 	if wait == nil {
 		return pumpTo(dst, src, make([]byte, smallBufSize))
 	}
 	var total int64
 	for {
-		if err := wait(); err != nil {
+		if park != nil {
+			if err := src.SetReadDeadline(time.Now().Add(idleAfter)); err != nil {
+				return total, err
+			}
+		}
+		err := wait()
+		if park != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if err := src.SetReadDeadline(time.Time{}); err != nil {
+				return total, err
+			}
+			if park() {
+				return total, errParked
+			}
+			continue
+		}
+		if err != nil {
 			return total, err
 		}
 		n, err := copyOnce(dst, src)
 		total += int64(n)
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return total, nil
-		}
-		if err != nil {
+		case park != nil && errors.Is(err, os.ErrDeadlineExceeded):
+			// The deadline passed between the wait and the read, which then refuses to read at all (n is 0):
+			// the next round sets a new one.
+		case err != nil:
 			return total, err
 		}
 	}

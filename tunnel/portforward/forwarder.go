@@ -30,6 +30,10 @@ type Forwarder struct {
 	drainOnce sync.Once
 	fatalCh   chan error
 	conns     sync.WaitGroup
+	// idle holds idle local connections without a goroutine each (nil where the platform has no poller);
+	// it lives from Run's start until every connection has ended. Set once by Run; read by connections and
+	// metrics.
+	idle atomic.Pointer[idlePoller]
 }
 
 // New validates cfg. starter is usually a *session.Client.
@@ -152,6 +156,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		fmt.Fprintf(f.cfg.Out, "Forwarding from %s -> %s:%d\n",
 			net.JoinHostPort(f.cfg.Address, strconv.Itoa(addr.Port)), remote, p.port.Remote)
 	}
+	if p, err := newIdlePoller(); err != nil {
+		f.log.Debug("Idle connections keep a goroutine each", "reason", err)
+	} else {
+		f.idle.Store(p)
+	}
 	var acceptWG sync.WaitGroup
 	for i, p := range f.pools {
 		acceptWG.Add(1)
@@ -188,7 +197,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 	}
 	f.terminateAll()
-	f.waitConns(5 * time.Second)
+	ended := f.waitConns(5 * time.Second)
+	if p := f.idle.Load(); p != nil && ended {
+		// Only once no connection is left: one still parked would never resume.
+		p.Close()
+	}
 	return runErr
 }
 
@@ -259,13 +272,11 @@ func (f *Forwarder) acceptLoop(l net.Listener, p *pool) {
 		}
 		tempDelay = 0
 		f.conns.Add(1)
-		go func() {
-			defer f.conns.Done()
-			f.serveConn(c, p)
-		}()
+		go f.serveConn(c, p)
 	}
 }
 
+// serveConn carries one accepted connection to its end (counted in f.conns until then).
 func (f *Forwarder) serveConn(c net.Conn, p *pool) {
 	// The deadline spans the retries, but its context and timer are released once a session is acquired:
 	// held for a connection's whole life they cost ~400 B per idle connection (issue 4 scale profile).
@@ -277,15 +288,17 @@ func (f *Forwarder) serveConn(c net.Conn, p *pool) {
 		if err != nil {
 			f.log.Warn("Dropping connection", "port", p.port.String(), "remote", c.RemoteAddr().String(), "err", err)
 			c.Close()
+			f.conns.Done()
 			return
 		}
-		err = s.handle(c, sess)
+		err = s.handle(c, sess, f.conns.Done)
 		if err == nil {
 			return
 		}
 		f.log.Debug("Retrying connection on another session", "port", p.port.String(), "err", err)
 	}
 	c.Close()
+	f.conns.Done()
 }
 
 // everySlot calls check on every slot of every port each interval until stop is closed; the session stall

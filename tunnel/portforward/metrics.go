@@ -26,12 +26,13 @@ var (
 	descRTT         = prometheus.NewDesc("ssmtunnel_rtt_seconds", "Smoothed round-trip time of data-channel acks (§7.3).", labels, nil)
 	descHeld        = prometheus.NewDesc("ssmtunnel_stream_held_bytes", "Bytes received from the agent that local connections have not accepted yet (smux v1 session buffer in use).", labels, nil)
 	descStallResets = prometheus.NewDesc("ssmtunnel_stalled_stream_resets_total", "Connections reset because their local reader stopped while bytes waited for them (smux v1 has no per-stream flow control).", labels, nil)
+	descParked      = prometheus.NewDesc("ssmtunnel_connections_parked", "Local connections idle for 1 s or longer, waiting in the shared poller without a goroutine of their own (Linux).", nil, nil)
 	descConnErrors  = prometheus.NewDesc("ssmtunnel_connect_errors_total", "ConnectToPortError flags: the agent could not reach the destination.", labels, nil)
 )
 
 // Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
 func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReady, descSessionUp, descStalled, descStarts, descResumes,
+	for _, d := range []*prometheus.Desc{descReady, descParked, descSessionUp, descStalled, descStarts, descResumes,
 		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets} {
 		ch <- d
 	}
@@ -44,6 +45,7 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(f.ParkedConnections()))
 	for _, p := range f.pools {
 		for _, s := range p.slots {
 			p.mu.Lock()
@@ -105,6 +107,15 @@ type SessionStats struct {
 	// ToLocalCopies is the number of agent → local copy goroutines running now: connections whose stream
 	// has bytes or an end to deliver. Idle connections have none (issue 4 memory at rest).
 	ToLocalCopies int64
+}
+
+// ParkedConnections is the number of local connections parked while idle (Config.IdleParkAfter): they
+// have no goroutine until they send again or close.
+func (f *Forwarder) ParkedConnections() int {
+	if p := f.idle.Load(); p != nil {
+		return p.parkedCount()
+	}
+	return 0
 }
 
 // Sessions returns a snapshot of every slot of every port.

@@ -289,26 +289,42 @@ func addStats(a, b datachannel.Stats) datachannel.Stats {
 	return a
 }
 
-// handle carries one accepted connection on a session of this slot (already reserved by acquire).
-func (s *slot) handle(local net.Conn, sess *session.Session) error {
-	defer s.pool.release(s)
+// handle carries one accepted connection on a session of this slot (already reserved by acquire). If the
+// connection cannot be opened on this session, it releases the reservation and returns the error, and the
+// caller may try another session. Otherwise it returns nil and the connection is served to its end, on
+// this goroutine or, after it was parked while idle, on another; end runs then.
+func (s *slot) handle(local net.Conn, sess *session.Session, end func()) error {
 	s.pool.mu.Lock()
 	m, mux, streams, basic := s.mode, s.mux, s.streams, s.basic
 	cur := s.sess
 	s.pool.mu.Unlock()
 	if cur != sess {
+		s.pool.release(s)
 		return errors.New("session replaced before the connection could be opened")
 	}
 	s.streamsTotal.Add(1)
 	if m == modeBasic {
-		return basic.serve(local)
+		err := basic.serve(local)
+		s.pool.release(s)
+		if err == nil {
+			end()
+		}
+		return err
 	}
 	st, err := mux.OpenStream()
 	if err != nil {
+		s.pool.release(s)
 		return fmt.Errorf("failed to open a stream: %w", err)
 	}
-	defer streams.remove(st.ID())
 	c := streams.claim(st.ID())
+	c.end = func() {
+		s.cmu.Lock()
+		delete(s.conns, c)
+		s.cmu.Unlock()
+		streams.remove(st.ID())
+		s.pool.release(s)
+		end()
+	}
 	c.attach(s, local, st)
 	s.cmu.Lock()
 	if s.conns == nil {
@@ -317,9 +333,6 @@ func (s *slot) handle(local net.Conn, sess *session.Session) error {
 	s.conns[c] = struct{}{}
 	s.cmu.Unlock()
 	s.serveMux(c)
-	s.cmu.Lock()
-	delete(s.conns, c)
-	s.cmu.Unlock()
 	return nil
 }
 

@@ -55,7 +55,7 @@ func TestCopyFromLocalWaitsWithoutBufferAndIsExact(t *testing.T) {
 	var dst bytes.Buffer
 	done := make(chan result, 1)
 	go func() {
-		n, err := copyFromLocal(&dst, server)
+		n, err := copyFromLocal(&dst, server, 0, nil)
 		done <- result{n, err}
 	}()
 	if _, err := client.Write(src[1000:]); err != nil {
@@ -76,7 +76,7 @@ func TestCopyFromLocalEndsWhenClosed(t *testing.T) {
 	_, server := tcpPair(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := copyFromLocal(&bytes.Buffer{}, server)
+		_, err := copyFromLocal(&bytes.Buffer{}, server, 0, nil)
 		done <- err
 	}()
 	server.Close()
