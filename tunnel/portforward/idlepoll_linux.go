@@ -111,12 +111,8 @@ func (p *idlePoller) take(token uint64) func() {
 // false, with nothing armed, when the socket cannot be armed (the connection was closed already, or it has
 // no descriptor): the caller then reads on, and its read reports what happened.
 func (p *idlePoller) park(c net.Conn, slot *atomic.Uint64, resume func()) bool {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConn(c)
 	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return false
 	}
 	p.mu.Lock()
@@ -133,7 +129,7 @@ func (p *idlePoller) park(c net.Conn, slot *atomic.Uint64, resume func()) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
 		Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
 	var armErr error
-	err = rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		armErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 		if armErr == syscall.ENOENT { // first park of this socket
 			armErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)

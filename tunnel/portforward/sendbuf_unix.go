@@ -4,7 +4,6 @@ package portforward
 
 import (
 	"net"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,16 +15,12 @@ import (
 // refusing (its write fails and ends the copy by itself); a connection without a file descriptor cannot be
 // asked, and then the write in progress is the only evidence.
 func localRefuses(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConn(c)
 	if !ok {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
 	refuses := false
-	err = rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 		n, err := unix.Poll(fds, 0)
 		refuses = err == nil && n == 0

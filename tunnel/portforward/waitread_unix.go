@@ -16,12 +16,8 @@ import (
 // Peeking rather than assuming "not ready" on the first call matters: with edge-triggered polling, data
 // that arrived before the wait would otherwise never wake it.
 func readWaiter(c net.Conn) func() error {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConn(c)
 	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return nil
 	}
 	return func() error {
