@@ -17,7 +17,7 @@ import (
 // Memory at rest (issue 4: 10,000 idle connections in ≤ 100 MB): the local → agent copy runs on the
 // handler goroutine and holds no buffer while it waits (copyFromLocal); after IdleParkAfter without data the
 // handler goroutine ends and the connection is parked in the forwarder's idle poller, which starts a new one
-// when the local side sends again (resumeToAgent). The agent → local copy runs on a goroutine of its own
+// when the local side sends again (serveMux). The agent → local copy runs on a goroutine of its own
 // only while the stream has something for the local connection: smuxTap sees every payload byte and FIN just
 // before smux buffers it and wakes the copy (wakeToLocal), which writes straight from smux's buffers
 // (smux.Stream's WriteTo) and exits once the local connection has taken every byte that arrived. An idle
@@ -121,9 +121,10 @@ func (w toLocalWriter) Write(p []byte) (int, error) {
 type closeWriter interface{ CloseWrite() error }
 
 // serveMux copies both ways between the local connection and its stream until both directions are done,
-// then calls c.end. The local → agent direction runs on the calling (handler) goroutine, or on the goroutine
-// that resumes it after it was parked (serveMux then returns early); once that direction is done, the same
-// goroutine carries the agent → local direction to its end, so a half-closed connection needs one goroutine.
+// then calls c.end. The local → agent direction runs on the calling goroutine: the handler's, or the one the
+// idle poller starts to resume a parked connection, which calls serveMux again (the parked call returned
+// early). Once that direction is done, the same goroutine carries the agent → local direction to its end, so
+// a half-closed connection needs one goroutine.
 //
 // Half-close (§9.4): the official client tears the stream down when either direction ends, discarding
 // response bytes still in flight. Here a local EOF sends FIN (smux CloseWrite) and the stream keeps
@@ -131,13 +132,6 @@ type closeWriter interface{ CloseWrite() error }
 // agent that closes fully on FIN, as the real one does, still ends both directions; nothing is lost that the
 // agent sent.
 func (s *slot) serveMux(c *fwdConn) {
-	if s.copyToAgent(c) {
-		s.finishMux(c)
-	}
-}
-
-// resumeToAgent continues a parked connection on the goroutine the idle poller started for it.
-func (s *slot) resumeToAgent(c *fwdConn) {
 	if s.copyToAgent(c) {
 		s.finishMux(c)
 	}
@@ -206,11 +200,11 @@ func (s *slot) endToLocal(c *fwdConn, err error) {
 
 // copyToAgent copies local → agent and reports true when that direction is done: a local EOF becomes the
 // stream's FIN (half-close), an error closes both. It reports false when the connection went idle and was
-// parked: the idle poller then runs resumeToAgent on a new goroutine.
+// parked: the idle poller then runs serveMux again on a new goroutine.
 func (s *slot) copyToAgent(c *fwdConn) bool {
 	var park func() bool
 	if p := s.f.idle.Load(); p != nil {
-		park = func() bool { return p.park(c.local, &c.parked, func() { s.resumeToAgent(c) }) }
+		park = func() bool { return p.park(c.local, &c.parked, func() { s.serveMux(c) }) }
 	}
 	_, err := copyFromLocal(c.stream, c.local, s.f.cfg.IdleParkAfter, park)
 	switch {
