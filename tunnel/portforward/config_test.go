@@ -63,6 +63,7 @@ func TestConfigValidate(t *testing.T) {
 		"reason":                    {Target: ok.Target, Ports: ok.Ports, Reason: "a\nb"},
 		"drain":                     {Target: ok.Target, Ports: ok.Ports, DrainTimeout: -1},
 		"stream stall timeout":      {Target: ok.Target, Ports: ok.Ports, StreamStallTimeout: -1},
+		"idle park after":           {Target: ok.Target, Ports: ok.Ports, IdleParkAfter: -1},
 		"receive buffer below 64Ki": {Target: ok.Target, Ports: ok.Ports, SessionReceiveBuffer: MinSessionReceiveBuffer - 1},
 		"receive buffer above 1Gi":  {Target: ok.Target, Ports: ok.Ports, SessionReceiveBuffer: MaxSessionReceiveBuffer + 1},
 	}
