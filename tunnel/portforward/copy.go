@@ -46,9 +46,8 @@ func copyFromLocal(dst io.Writer, src net.Conn, idleAfter time.Duration, park fu
 		}
 		err := wait()
 		if park != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			if err := src.SetReadDeadline(time.Time{}); err != nil {
-				return total, err
-			}
+			// The expired deadline may stay: every round, this one or the resumed connection's first, sets a
+			// new one before it waits.
 			if park() {
 				return total, errParked
 			}

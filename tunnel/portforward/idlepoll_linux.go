@@ -167,7 +167,7 @@ func (p *idlePoller) Close() error {
 	return err
 }
 
-// parkedCount is the number of parked connections (tests).
+// parkedCount is the number of parked connections (metrics, tests).
 func (p *idlePoller) parkedCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
