@@ -180,6 +180,9 @@ func (c *Channel) Attach(t Transport) {
 		c.maybeRelease(f)
 	}
 	c.sendQ = c.sendQ[:0]
+	// The stall backoff measured the old path; the new one starts at the §7.3 cap, so that a frame the new
+	// transport loses is resent within a second rather than after the old path's backoff.
+	c.rtt.progress()
 	for s := c.baseSeq; s < c.nextSeq; s++ {
 		if f := c.unacked[s]; f != nil {
 			c.timingRemove(f)
@@ -566,6 +569,9 @@ func (c *Channel) schedule() {
 
 // checkRetransmit queues every overdue frame for resending (not only the oldest) and returns the time to
 // the next deadline, or -1 when nothing is outstanding or sending is suspended (no transport, paused).
+// Each round that resends counts as a timeout without ack progress (handleAck resets that count), so
+// against a peer that acknowledges nothing the rounds come exponentially less often, up to one per
+// MaxRetransmitBackoff.
 func (c *Channel) checkRetransmit() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -756,6 +762,9 @@ func (c *Channel) handleAck(seq int64) {
 	f.acked = true
 	c.inflight -= f.size
 	c.timingRemove(f)
+	if c.rtt.progress() {
+		c.kick() // the scheduler's deadline was computed with the stall backoff, now lifted
+	}
 	if f.sent && !f.retrans {
 		c.rtt.sample(c.clock.Now().Sub(f.lastSent)) // Karn's rule: only unambiguous samples
 	}

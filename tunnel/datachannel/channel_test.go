@@ -211,18 +211,26 @@ func TestRTTEstimator(t *testing.T) {
 	if e.rto != time.Second {
 		t.Fatalf("RTO %v, want the 1 s cap", e.rto)
 	}
-	// Backoff doubles and caps; a sample clears it.
+	// Backoff doubles; while no ack makes progress its cap doubles from 1 s up to MaxRetransmitBackoff.
 	e = newRTTEstimator()
 	e.timedOut()
 	if e.effective() != 400*time.Millisecond {
 		t.Fatalf("after one timeout %v, want 400ms", e.effective())
 	}
-	for range 10 {
+	for range 20 {
 		e.timedOut()
 	}
-	if e.effective() != time.Second {
-		t.Fatalf("backoff %v, want 1 s cap", e.effective())
+	if e.effective() != MaxRetransmitBackoff {
+		t.Fatalf("backoff %v after 21 timeouts without progress, want the %v cap", e.effective(), MaxRetransmitBackoff)
 	}
+	// Ack progress brings the cap back to §7.3's 1 s, keeping Karn's backoff within it.
+	if !e.progress() || e.effective() != MaxTransmissionTimeout {
+		t.Fatalf("after progress %v, want the %v cap", e.effective(), MaxTransmissionTimeout)
+	}
+	if e.progress() {
+		t.Fatal("a second progress without a timeout in between reported a change")
+	}
+	// A valid sample clears the backoff.
 	e.sample(100 * time.Millisecond)
 	if e.backoff != 0 || e.effective() != e.rto {
 		t.Fatalf("sample did not clear backoff: %+v", e)
@@ -286,6 +294,82 @@ func TestRetransmitEveryOverdueFrame(t *testing.T) {
 	}
 	if s := ch.Stats(); s.Retransmits != 9 || s.InFlightBytes != 0 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestRetransmitBacksOffWithoutAckProgress: against a peer that never acknowledges, each resend round of
+// the window waits twice as long as the one before, past §7.3's 1 s cap, up to MaxRetransmitBackoff, so
+// the rounds in a minute stay logarithmic (with the RTO capped at 1 s including backoff there were 61).
+// The first ack that acknowledges an outstanding frame brings the timeout back under the 1 s cap.
+func TestRetransmitBacksOffWithoutAckProgress(t *testing.T) {
+	const frames = 10
+	clk := newFakeClock()
+	ch, peer := rawPair(t, Config{Role: RoleClient, Clock: clk})
+	ctx := context.Background()
+	t0 := clk.Now()
+	for i := range frames {
+		if err := ch.Send(ctx, message.PayloadOutput, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := make([]message.Message, frames)
+	for i := range first {
+		first[i] = peer.read()
+	}
+	// nextDeadline waits for the scheduler to arm its timer after the last round and returns its deadline.
+	nextDeadline := func() time.Time {
+		t.Helper()
+		var when time.Time
+		clk.waitUntil(t, "the retransmission timer", func() bool {
+			p := clk.pending()
+			if len(p) != 1 || !p[0].After(clk.Now()) {
+				return false
+			}
+			when = p[0]
+			return true
+		})
+		return when
+	}
+	var at []time.Duration // virtual time of each resend round since the first send
+	for {
+		due := nextDeadline()
+		if due.Sub(t0) > 2*time.Minute {
+			break
+		}
+		clk.Advance(due.Sub(clk.Now()))
+		for i := range frames {
+			if m := peer.read(); m.SequenceNumber != int64(i) {
+				t.Fatalf("round %d: resent seq %d, want %d", len(at)+1, m.SequenceNumber, i)
+			}
+		}
+		at = append(at, due.Sub(t0))
+		waitFor(t, "the round's resends counted", func() bool { return ch.Stats().Retransmits == uint64(len(at)*frames) })
+	}
+	inMinute := 0
+	for _, d := range at {
+		if d <= time.Minute {
+			inMinute++
+		}
+	}
+	t.Logf("resend rounds without an ack at %v: %d in the first minute", at, inMinute)
+	if inMinute > 10 {
+		t.Fatalf("%d resend rounds of the window in 60 s without an ack, want ≤ 10 (exponential backoff)", inMinute)
+	}
+	if gap := at[len(at)-1] - at[len(at)-2]; gap != MaxRetransmitBackoff {
+		t.Errorf("interval between the last two rounds %v, want the cap %v", gap, MaxRetransmitBackoff)
+	}
+	previous := t0.Add(at[len(at)-1])
+	if s := ch.Stats(); s.RTO != MaxRetransmitBackoff {
+		t.Errorf("Stats.RTO %v while stalled, want %v", s.RTO, MaxRetransmitBackoff)
+	}
+	// The peer acknowledges again: the retransmission timeout is back within §7.3's cap at once.
+	peer.ack(first[0])
+	waitFor(t, "the ack", func() bool { return ch.Stats().InFlightFrames == frames-1 })
+	if due := nextDeadline(); due.Sub(previous) > MaxTransmissionTimeout {
+		t.Fatalf("after an ack the next resend is %v after the last, want ≤ %v", due.Sub(previous), MaxTransmissionTimeout)
+	}
+	if s := ch.Stats(); s.RTO > MaxTransmissionTimeout {
+		t.Errorf("Stats.RTO %v after ack progress, want ≤ %v", s.RTO, MaxTransmissionTimeout)
 	}
 }
 

@@ -27,7 +27,9 @@ type Stats struct {
 	Transports, TransportFailures uint64
 	// InFlightBytes is the encoded size of unacknowledged frames now; InFlightFrames their number.
 	InFlightBytes, InFlightFrames int
-	// SRTT, RTTVar and RTO are the current estimator state (§7.3).
+	// SRTT and RTTVar are the current estimator state (§7.3). RTO is the retransmission timeout in use: the
+	// estimate with its backoff, at most MaxTransmissionTimeout while acks make progress and growing up to
+	// MaxRetransmitBackoff while they do not.
 	SRTT, RTTVar, RTO time.Duration
 	// Paused reports whether the service paused publication (§10.1).
 	Paused bool
