@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -108,8 +109,12 @@ type forwardOptions struct {
 	remoteHost, address, region, document, roleARN, reason string
 	healthAddr, metricsAddr, logLevel, rate                string
 	sessionReceiveBuffer                                   string
-	sessions, maxPayloadSize                               int
-	drainTimeout, streamStallTimeout                       time.Duration
+	reconnect                                              string
+	sessions, maxPayloadSize, maxConnections               int
+	maxBasicSessions                                       int
+	retryStart                                             bool
+	drainTimeout, streamStallTimeout, stallTimeout         time.Duration
+	partitionTimeout                                       time.Duration
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {
@@ -128,6 +133,12 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.StringVar(&o.rate, "rate", strconv.Itoa(datachannel.DefaultRate), "bytes/s per session and direction, with optional k/M/G suffix; 0 = unlimited")
 	fs.StringVar(&o.sessionReceiveBuffer, "session-receive-buffer", "16Mi", "most bytes one session buffers for local readers that lag (smux v1 session bucket); memory bound: this × sessions × ports")
 	fs.DurationVar(&o.streamStallTimeout, "stream-stall-timeout", portforward.DefaultStreamStallTimeout, "reset a connection whose local socket has refused data for this long (a tenth of it for the stream holding most of a half-full session buffer): smux v1 has no per-stream flow control")
+	fs.StringVar(&o.reconnect, "reconnect", "lazy", "when a session the service ended (idle timeout, maximum duration, administrator) is replaced: eager (at once, keeps the port ready; tunnel pods) or lazy (on the next connection)")
+	fs.BoolVar(&o.retryStart, "retry-start", false, "keep running and retry (backoff up to 1m) when the first session cannot start (target offline, throttled, access denied) instead of exiting; tunnel pods set it")
+	fs.IntVar(&o.maxConnections, "max-connections", 0, "most local connections open at once per port; excess ones are reset (0 = unlimited)")
+	fs.IntVar(&o.maxBasicSessions, "max-basic-sessions", portforward.DefaultMaxBasicSessions, "most sessions per port with agents that cannot multiplex (basic mode: one session per concurrent connection)")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", portforward.DefaultStallTimeout, "replace a session whose sent data gets no acknowledgement (or whose publication stays paused) for this long")
+	fs.DurationVar(&o.partitionTimeout, "partition-timeout", portforward.DefaultPartitionTimeout, "replace a session that has been reconnecting this long, resetting its connections so clients reconnect")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.SortFlags = false
 	return fs
@@ -236,6 +247,16 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if o.drainTimeout < 0 {
 		return badUsage("--drain-timeout must not be negative")
 	}
+	if o.stallTimeout <= 0 || o.partitionTimeout <= 0 {
+		return badUsage("--stall-timeout and --partition-timeout must be positive")
+	}
+	if o.maxBasicSessions < 1 || o.maxBasicSessions > portforward.MaxBasicSessionsLimit {
+		return badUsage("--max-basic-sessions must be between 1 and %d, got %d", portforward.MaxBasicSessionsLimit, o.maxBasicSessions)
+	}
+	reconnect, err := portforward.ParseReconnect(o.reconnect)
+	if err != nil {
+		return badUsage("--reconnect: %v", err)
+	}
 	reason := o.reason
 	if reason == "" {
 		reason = session.DefaultReason(tunnel.Version, whoAmI())
@@ -246,6 +267,8 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Target: target, RemoteHost: o.remoteHost, Document: o.document, Reason: reason, Ports: ports,
 		Address: o.address, Sessions: o.sessions, DrainTimeout: o.drainTimeout, Out: stdout,
 		SessionReceiveBuffer: recvBuf, StreamStallTimeout: o.streamStallTimeout,
+		Reconnect: reconnect, RetryStart: o.retryStart, MaxConnections: o.maxConnections,
+		MaxBasicSessions: o.maxBasicSessions, StallTimeout: o.stallTimeout, PartitionTimeout: o.partitionTimeout,
 	}
 	if err := pfCfg.Validate(); err != nil {
 		return usageError{err}
@@ -287,15 +310,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}()
 
-	err = fwd.Run(ctx)
-	if err != nil {
-		var cc *datachannel.ChannelClosedError
-		if errors.As(err, &cc) && cc.Output != "" {
-			return fmt.Errorf("the service closed the session: %s", cc.Output)
-		}
-		return err
-	}
-	return nil
+	return fwd.Run(ctx)
 }
 
 // serveHTTP starts the health and metrics endpoints; they share a server when the addresses are equal.
@@ -309,13 +324,23 @@ func serveHTTP(healthAddr, metricsAddr string, fwd *portforward.Forwarder, reg *
 	}
 	if healthAddr != "" {
 		m := get(healthAddr)
-		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := fwd.Ready(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := fwd.Live(); err != nil {
+				http.Error(w, "not live: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 			io.WriteString(w, "ok\n")
+		})
+		// /readyz answers with the forwarder's Status as JSON: 200 when ready, 503 with each port's
+		// sessions, classified reason and last error otherwise.
+		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			st := fwd.Status()
+			w.Header().Set("Content-Type", "application/json")
+			if !st.Ready || fwd.Ready() != nil {
+				st.Ready = false
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			_ = json.NewEncoder(w).Encode(st)
 		})
 	}
 	if metricsAddr != "" {

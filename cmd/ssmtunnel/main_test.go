@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -149,19 +150,165 @@ func waitExit(t *testing.T, done chan int, d time.Duration, errb *syncBuffer) in
 	}
 }
 
-func TestChannelClosedExitsWithServiceMessage(t *testing.T) {
-	emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{IdleTimeout: 2 * time.Second}})
-	out, errb, done := runAsync(context.Background(), []string{"forward", instance, "0:" + echoPort(t), "--log-level", "error"})
-	code := waitExit(t, done, 30*time.Second, errb)
-	if code != exitFailure {
-		t.Errorf("exit code %d, want %d", code, exitFailure)
+// forwardingAddr waits for the "Forwarding from ADDR -> ..." line and returns ADDR.
+func forwardingAddr(t *testing.T, out, errb *syncBuffer, done chan int) string {
+	t.Helper()
+	var local string
+	testutil.WaitFor(t, "the Forwarding line", 30*time.Second, func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("exited early with %d: %s", code, errb.String())
+		default:
+		}
+		s := out.String()
+		if i := strings.Index(s, "Forwarding from "); i >= 0 {
+			if j := strings.Index(s[i:], " -> "); j >= 0 {
+				local = s[i+len("Forwarding from ") : i+j]
+				return true
+			}
+		}
+		return false
+	})
+	return local
+}
+
+func echoOnce(addr, msg string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
 	}
-	// Usually the session is up first and stdout has the Forwarding line; on a loaded machine the idle
-	// timeout can fire during the handshake. Either way the exit carries the service's message.
-	t.Logf("stdout: %q", out.String())
-	if !strings.Contains(errb.String(), emulator.OutputIdleTimeout) {
-		t.Errorf("stderr %q does not carry the service's message %q", errb.String(), emulator.OutputIdleTimeout)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
 	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+// The service ends idle sessions (here every second): a tunnel pod (--reconnect eager) keeps running and
+// starts a new session each time, and the listener answers throughout.
+func TestIdleTimeoutEagerReconnectKeepsRunning(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{IdleTimeout: time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	health := freeAddr(t)
+	out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + echoPort(t), "--reconnect", "eager",
+		"--health-addr", health, "--log-level", "error"})
+	local := forwardingAddr(t, out, errb, done)
+	for round := range 3 {
+		ended := countEnded(emu)
+		testutil.WaitFor(t, "the idle timeout to end a session", 30*time.Second, func() bool { return countEnded(emu) > ended })
+		if err := echoOnce(local, fmt.Sprintf("round %d", round)); err != nil {
+			t.Fatalf("round %d after an idle close: %v; stderr:\n%s", round, err, errb.String())
+		}
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("exited with %d after idle closes; stderr:\n%s", code, errb.String())
+	default:
+	}
+	testutil.WaitFor(t, "/readyz 200", 10*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
+	if n := len(emu.Sessions()); n < 4 {
+		t.Errorf("%d sessions, want the first and one per idle close (at least 4)", n)
+	}
+	cancel()
+	if code := waitExit(t, done, 30*time.Second, errb); code != exitOK {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+}
+
+// On a laptop (--reconnect lazy, the default) an idle-closed session is replaced only when the next
+// connection arrives, and that connection is carried.
+func TestIdleTimeoutLazyReconnectOnNextConnection(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{IdleTimeout: time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	health := freeAddr(t)
+	out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + echoPort(t), "--health-addr", health, "--log-level", "error"})
+	local := forwardingAddr(t, out, errb, done)
+	testutil.WaitFor(t, "the idle timeout to end the session", 30*time.Second, func() bool { return countEnded(emu) == 1 })
+	// The session ended for nobody: the slot waits for a connection (state "idle", still ready) and no
+	// new session is started.
+	testutil.WaitFor(t, "the slot to wait idle", 30*time.Second, func() bool {
+		code, b := httpStatusBody(health, "/readyz")
+		return code == 200 && strings.Contains(b, `"sessions":["idle"]`)
+	})
+	if n := len(emu.Sessions()); n != 1 {
+		t.Fatalf("%d sessions right after the idle close, want 1 (lazy)", n)
+	}
+	if err := echoOnce(local, "after idle"); err != nil {
+		t.Fatalf("connection after an idle close: %v; stderr:\n%s", err, errb.String())
+	}
+	if n := len(emu.Sessions()); n != 2 {
+		t.Errorf("%d sessions after the next connection, want 2", n)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("exited with %d; stderr:\n%s", code, errb.String())
+	default:
+	}
+}
+
+// A tunnel pod (--retry-start) whose target is not connected keeps running NotReady, says why on /readyz,
+// and becomes ready once the instance connects; a laptop run exits at once (TestUnknownTargetAndRefusedCredentials).
+func TestRetryStartWaitsForTarget(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone})
+	const late = "i-0aaaaaaaaaaaaaaa1"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	health := freeAddr(t)
+	out, errb, done := runAsync(ctx, []string{"forward", late, "0:" + echoPort(t), "--retry-start", "--reconnect", "eager",
+		"--health-addr", health, "--log-level", "error"})
+	local := forwardingAddr(t, out, errb, done)
+	var body string
+	testutil.WaitFor(t, "/readyz to name the reason", 30*time.Second, func() bool {
+		code, b := httpStatusBody(health, "/readyz")
+		body = b
+		return code == 503 && strings.Contains(b, `"reason":"TargetNotConnected"`)
+	})
+	if httpStatus(health, "/healthz") != 200 {
+		t.Error("/healthz not 200 while waiting for the target: the kubelet would restart a healthy pod")
+	}
+	t.Logf("/readyz while the target is offline: %s", body)
+	if err := emu.AddInstance(emulator.Instance{ID: late}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "/readyz 200 once the target connects", 90*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
+	if err := echoOnce(local, "late target"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("exited with %d; stderr:\n%s", code, errb.String())
+	default:
+	}
+}
+
+func countEnded(emu *emulator.Emulator) int {
+	n := 0
+	for _, s := range emu.Sessions() {
+		if s.Ended {
+			n++
+		}
+	}
+	return n
+}
+
+func httpStatusBody(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestUnknownTargetAndRefusedCredentials(t *testing.T) {

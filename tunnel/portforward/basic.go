@@ -11,13 +11,13 @@ import (
 )
 
 // basicMux is basic mode (§9.3), for agents at or below 3.0.196.0: the channel carries the raw bytes of one
-// TCP connection at a time. The slot gives it one connection at a time (a busy basic session is not
-// available to the pool), the local EOF becomes Flag DisconnectToPort, and bytes are passed through
-// unchanged — no "\n" → "\r" rewrite, unlike the official client.
-//
-// Output that arrives while no local connection is attached belongs to a connection already ended with
-// DisconnectToPort (the agent closes that destination and redials on our next Output), so it is discarded
-// rather than delivered to the next connection.
+// TCP connection, the one the agent dialled at session start. A basic session carries exactly one local
+// connection in its life (the pool replaces it afterwards), because the agent never says where one
+// destination connection's output ends: output still in flight when a local connection ends would reach
+// the next one. Nothing is read from the channel before the connection attaches, so what the destination
+// says first (MySQL, SSH and SMTP greetings) waits in the channel for it. The local EOF becomes Flag
+// DisconnectToPort, and bytes are passed through unchanged — no "\n" → "\r" rewrite, unlike the official
+// client.
 type basicMux struct {
 	ch     *datachannel.Channel
 	ctx    context.Context
@@ -29,35 +29,7 @@ type basicMux struct {
 
 func newBasicMux(ch *datachannel.Channel) *basicMux {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &basicMux{ch: ch, ctx: ctx, cancel: cancel}
-	go b.readLoop()
-	return b
-}
-
-func (b *basicMux) readLoop() {
-	for {
-		pt, p, err := b.ch.Receive(b.ctx)
-		if err != nil {
-			b.mu.Lock()
-			if b.cur != nil {
-				b.cur.Close()
-			}
-			b.mu.Unlock()
-			return
-		}
-		if pt != message.PayloadOutput {
-			continue
-		}
-		b.mu.Lock()
-		c := b.cur
-		b.mu.Unlock()
-		if c == nil {
-			continue
-		}
-		if _, err := c.Write(p); err != nil {
-			c.Close() // the local side is gone; its reader ends and sends DisconnectToPort
-		}
-	}
+	return &basicMux{ch: ch, ctx: ctx, cancel: cancel}
 }
 
 // chanWriter sends raw bytes as Output.
@@ -65,30 +37,92 @@ type chanWriter struct{ b *basicMux }
 
 func (w chanWriter) Write(p []byte) (int, error) {
 	if err := w.b.ch.Send(w.b.ctx, message.PayloadOutput, p); err != nil {
-		return 0, err
+		return 0, streamWriteError{err}
 	}
 	return len(p), nil
 }
 
-// serve carries c until it ends, then tells the agent to drop its destination connection.
-func (b *basicMux) serve(c net.Conn) error {
+// errBasicBusy: a basic session is given a second connection (a pool bug, never expected).
+var errBasicBusy = errors.New("basic mode carries one connection per session")
+
+// serve carries c until either side ends it and reports how it ended: nil when the local app ended it (its
+// EOF becomes DisconnectToPort), otherwise why c was reset. The agent never tells that the destination
+// closed (§9.3), so only the local side ends a basic connection cleanly.
+func (b *basicMux) serve(c net.Conn, resets *resetCounts) error {
 	b.mu.Lock()
 	if b.cur != nil {
 		b.mu.Unlock()
-		return errors.New("basic mode carries one connection at a time")
+		return errBasicBusy
 	}
 	b.cur = c
 	b.mu.Unlock()
-	small := make([]byte, smallBufSize)
-	_, err := pumpTo(chanWriter{b}, c, small)
-	b.mu.Lock()
-	b.cur = nil
-	b.mu.Unlock()
-	c.Close()
-	if serr := b.ch.Send(b.ctx, message.PayloadFlag, message.FlagDisconnectToPort.Payload()); serr != nil && err == nil {
-		err = serr
+
+	var once sync.Once
+	reset := func(why resetReason) {
+		once.Do(func() {
+			resets[why].Add(1)
+			resetConn(c)
+		})
 	}
+	readCtx, stopRead := context.WithCancel(b.ctx)
+	readDone := make(chan error, 1)
+	go func() {
+		err := b.toLocal(readCtx, c)
+		switch {
+		case errors.Is(err, context.Canceled):
+		case isLocalWriteError(err):
+			reset(resetLocalGone)
+		default:
+			// The session failed while the connection was open: bytes may be missing.
+			reset(resetSessionLost)
+		}
+		readDone <- err
+	}()
+
+	_, err := pumpTo(chanWriter{b}, c, make([]byte, smallBufSize))
+	var sw streamWriteError
+	switch {
+	case err == nil:
+		// Local EOF: the app is done; the agent drops its destination connection.
+		if serr := b.ch.Send(b.ctx, message.PayloadFlag, message.FlagDisconnectToPort.Payload()); serr != nil {
+			err = serr
+			reset(resetSessionLost)
+		}
+	case errors.As(err, &sw):
+		reset(resetSessionLost)
+	default:
+		reset(resetLocalGone) // the local read failed: the app reset its end (or toLocal reset it)
+	}
+	stopRead()
+	<-readDone
+	c.Close()
 	return err
+}
+
+// toLocal writes the agent's Output to c until ctx ends or the channel fails.
+func (b *basicMux) toLocal(ctx context.Context, c net.Conn) error {
+	for {
+		pt, p, err := b.ch.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		if pt != message.PayloadOutput {
+			continue
+		}
+		if _, err := c.Write(p); err != nil {
+			return localWriteError{err}
+		}
+	}
+}
+
+// abort resets the connection being carried, if any.
+func (b *basicMux) abort() {
+	b.mu.Lock()
+	c := b.cur
+	b.mu.Unlock()
+	if c != nil {
+		resetConn(c)
+	}
 }
 
 func (b *basicMux) close() { b.cancel() }

@@ -85,7 +85,46 @@ const (
 	DefaultStreamStallTimeout = 10 * time.Second
 	// DefaultIdleParkAfter: see Config.IdleParkAfter.
 	DefaultIdleParkAfter = time.Second
+	// DefaultPartitionTimeout: see Config.PartitionTimeout.
+	DefaultPartitionTimeout = 60 * time.Second
+	// DefaultReconnectJitter: see Config.ReconnectJitter.
+	DefaultReconnectJitter = 2 * time.Second
+	// DefaultMaxBasicSessions: see Config.MaxBasicSessions. Browsers open six connections per host.
+	DefaultMaxBasicSessions = 8
+	// MaxBasicSessionsLimit bounds Config.MaxBasicSessions.
+	MaxBasicSessionsLimit = 256
 )
+
+// Reconnect says when a session the service ended (idle timeout, maximum duration, administrator) is
+// replaced.
+type Reconnect int
+
+const (
+	// ReconnectEager starts the new session at once (after up to ReconnectJitter), so the port stays ready:
+	// what a tunnel pod behind a Service needs.
+	ReconnectEager Reconnect = iota
+	// ReconnectLazy starts it when the next connection arrives, so an idle laptop tunnel does not open a
+	// session every idle timeout for nobody; that connection waits for the session's start.
+	ReconnectLazy
+)
+
+// ParseReconnect reads "eager" or "lazy".
+func ParseReconnect(s string) (Reconnect, error) {
+	switch s {
+	case "eager":
+		return ReconnectEager, nil
+	case "lazy":
+		return ReconnectLazy, nil
+	}
+	return 0, fmt.Errorf("reconnect mode %q must be eager or lazy", s)
+}
+
+func (r Reconnect) String() string {
+	if r == ReconnectLazy {
+		return "lazy"
+	}
+	return "eager"
+}
 
 // Config configures a Forwarder.
 type Config struct {
@@ -119,6 +158,24 @@ type Config struct {
 	// goroutine stack. A connection that sends after that wakes with one epoll event and a goroutine
 	// start. Default 1s.
 	IdleParkAfter time.Duration
+	// Reconnect chooses when a session the service ended is replaced. Default ReconnectEager.
+	Reconnect Reconnect
+	// ReconnectJitter: under ReconnectEager a replacement starts after a random delay below this, so
+	// replicas whose sessions ended together do not start and end in step. Default 2s; negative: none.
+	ReconnectJitter time.Duration
+	// RetryStart keeps the listeners up and retries (capped backoff, at most a minute apart) when the first
+	// sessions cannot be started — target not connected, throttled, credentials refused — instead of Run
+	// returning the error. Tunnel pods set it; on a laptop the error is reported at once.
+	RetryStart bool
+	// PartitionTimeout: a session that has been resuming this long is given up and replaced, and its
+	// connections are reset, so client pools reconnect instead of hanging. Default 60s.
+	PartitionTimeout time.Duration
+	// MaxConnections bounds the local connections open at once per port; excess ones are reset at once.
+	// 0 is unlimited.
+	MaxConnections int
+	// MaxBasicSessions bounds the sessions of a port in basic mode, where each concurrent connection needs
+	// a session of its own (§9.3). Default 8.
+	MaxBasicSessions int
 	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
 	Out io.Writer
 	// Logger for connection and session events. Default: discard.
@@ -152,8 +209,18 @@ func (c Config) Validate() error {
 	if c.Sessions < 0 || c.Sessions > MaxSessionsPerPort {
 		return fmt.Errorf("--sessions must be between 1 and %d, got %d", MaxSessionsPerPort, c.Sessions)
 	}
-	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 || c.StreamStallTimeout < 0 || c.IdleParkAfter < 0 {
+	if c.DrainTimeout < 0 || c.ConnectTimeout < 0 || c.StallTimeout < 0 || c.StreamStallTimeout < 0 || c.IdleParkAfter < 0 || c.PartitionTimeout < 0 {
 		return errors.New("timeouts must not be negative")
+	}
+	if c.Reconnect != ReconnectEager && c.Reconnect != ReconnectLazy {
+		return fmt.Errorf("Reconnect %d is neither ReconnectEager nor ReconnectLazy", c.Reconnect)
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("--max-connections must not be negative (0 is unlimited), got %d", c.MaxConnections)
+	}
+	if c.MaxBasicSessions < 0 || c.MaxBasicSessions > MaxBasicSessionsLimit {
+		return fmt.Errorf("--max-basic-sessions must be between 1 and %d (0 for the default %d), got %d",
+			MaxBasicSessionsLimit, DefaultMaxBasicSessions, c.MaxBasicSessions)
 	}
 	if b := c.SessionReceiveBuffer; b != 0 && (b < MinSessionReceiveBuffer || b > MaxSessionReceiveBuffer) {
 		return fmt.Errorf("--session-receive-buffer must be between %d and %d bytes (0 for the default %d), got %d",
@@ -186,6 +253,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleParkAfter == 0 {
 		c.IdleParkAfter = DefaultIdleParkAfter
+	}
+	if c.PartitionTimeout == 0 {
+		c.PartitionTimeout = DefaultPartitionTimeout
+	}
+	if c.ReconnectJitter == 0 {
+		c.ReconnectJitter = DefaultReconnectJitter
+	}
+	if c.MaxBasicSessions == 0 {
+		c.MaxBasicSessions = DefaultMaxBasicSessions
 	}
 	if c.Out == nil {
 		c.Out = io.Discard

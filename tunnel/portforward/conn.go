@@ -30,6 +30,10 @@ type fwdConn struct {
 	received atomic.Int64 // bytes from the agent so far; 0 = still awaiting first data
 	arrived  atomic.Int64 // bytes smux read for this stream (smuxTap); arrived - received are held
 	aborted  atomic.Bool
+	reset    atomic.Bool // the local connection was (or is being) reset
+	// finReceived: the agent's FIN for this stream reached smux (smuxTap). Only a stream that ends after it
+	// ended cleanly; any other end (session lost, protocol error, reset here) may have lost bytes.
+	finReceived atomic.Bool
 
 	// parked is the idle poller's token while the local → agent copy is parked, else 0 (closeLocal wakes it).
 	parked atomic.Uint64
@@ -83,11 +87,25 @@ func (c *fwdConn) wakeToLocal() {
 	}
 }
 
-// abort closes both ends at once (destination refused, drain deadline, stalled stream).
-func (c *fwdConn) abort() {
-	c.aborted.Store(true)
-	c.closeLocal()
+// abort resets the local connection and closes the stream at once (drain deadline, stalled stream,
+// partition, session replaced), counted under why.
+func (c *fwdConn) abort(why resetReason) {
+	if c.aborted.Swap(true) {
+		return
+	}
+	c.resetLocal(why)
 	c.stream.Close()
+}
+
+// resetLocal ends the local connection with a TCP reset, counted under why: the app must never read the
+// end of a stream that may have lost bytes as a complete response.
+func (c *fwdConn) resetLocal(why resetReason) {
+	if c.reset.Swap(true) {
+		return
+	}
+	c.slot.pool.countReset(why)
+	setLingerZero(c.local)
+	c.closeLocal()
 }
 
 // closeLocal closes the local connection. A parked connection has no reader to notice the close (closing a
@@ -112,10 +130,13 @@ func (w toLocalWriter) Write(p []byte) (int, error) {
 	n, err := w.c.local.Write(p)
 	w.c.localWrites.Add(1)
 	w.c.received.Add(int64(n))
-	if err == nil && !w.c.drainToEnd.Load() && w.c.held() == 0 {
+	if err != nil {
+		return n, localWriteError{err}
+	}
+	if !w.c.drainToEnd.Load() && w.c.held() == 0 {
 		return n, errCaughtUp
 	}
-	return n, err
+	return n, nil
 }
 
 type closeWriter interface{ CloseWrite() error }
@@ -181,14 +202,22 @@ func (s *slot) pumpToLocal(c *fwdConn) {
 // half-close.
 func (s *slot) endToLocal(c *fwdConn, err error) {
 	switch {
-	case err != nil || c.aborted.Load():
-		c.closeLocal()
+	case c.aborted.Load():
+		c.stream.Close()
+	case err != nil && isLocalWriteError(err):
+		// The local app is gone or refuses data: nothing more can reach it.
+		c.resetLocal(resetLocalGone)
+		c.stream.Close()
+	case err != nil || !c.finReceived.Load():
+		// The stream ended without the agent's FIN (its session failed or was replaced): bytes may be
+		// missing, so the app must see a reset, not an end of stream.
+		c.resetLocal(resetSessionLost)
 		c.stream.Close()
 	case c.received.Load() == 0 && s.claimConnectError():
-		// The agent could not dial the destination for this stream (Flag 3, then FIN): close the local
-		// connection at once instead of leaving it half-open.
+		// The agent could not dial the destination for this stream (Flag 3, then FIN): the connection never
+		// reached it, so the app sees a reset, as from a refused connection.
 		s.log.Warn("Connection to destination failed, check the SSM Agent logs", "port", s.port.String(), "remote", c.local.RemoteAddr().String())
-		c.closeLocal()
+		c.resetLocal(resetDestinationRefused)
 	default:
 		if cw, ok := c.local.(closeWriter); ok {
 			cw.CloseWrite()
@@ -206,13 +235,19 @@ func (s *slot) copyToAgent(c *fwdConn) bool {
 	if p := s.f.idle.Load(); p != nil {
 		park = func() bool { return p.park(c.local, &c.parked, func() { s.serveMux(c) }) }
 	}
-	_, err := copyFromLocal(c.stream, c.local, s.f.cfg.IdleParkAfter, park)
+	_, err := copyFromLocal(streamWriter{c.stream}, c.local, s.f.cfg.IdleParkAfter, park)
+	var sw streamWriteError
 	switch {
 	case err == errParked:
 		return false
-	case err != nil:
+	case errors.As(err, &sw):
+		// The stream refused the bytes: its session is gone, the rest cannot be carried.
 		c.stream.Close()
-		c.closeLocal()
+		c.resetLocal(resetSessionLost)
+	case err != nil:
+		// The local read failed: the app reset its end.
+		c.stream.Close()
+		c.resetLocal(resetLocalGone)
 	default:
 		if err := c.stream.CloseWrite(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			c.stream.Close()
@@ -280,6 +315,6 @@ func (s *slot) expireRefusal(at time.Time) {
 	if newest != nil {
 		s.log.Warn("Connection to destination failed (no stream end followed the agent's error); closing the newest waiting connection",
 			"port", s.port.String())
-		newest.abort()
+		newest.abort(resetDestinationRefused)
 	}
 }

@@ -28,8 +28,9 @@ type Forwarder struct {
 	draining  atomic.Bool
 	drainCh   chan struct{}
 	drainOnce sync.Once
-	fatalCh   chan error
 	conns     sync.WaitGroup
+	// lastTick is when the session supervision last completed a round (UnixNano): Live fails when it stops.
+	lastTick atomic.Int64
 	// idle holds idle local connections without a goroutine each (nil where the platform has no poller);
 	// it lives from Run's start until every connection has ended. Set once by Run; read by connections and
 	// metrics.
@@ -46,13 +47,9 @@ func New(cfg Config, starter Starter) (*Forwarder, error) {
 	}
 	cfg = cfg.withDefaults()
 	f := &Forwarder{cfg: cfg, starter: starter, log: cfg.Logger, started: make(chan struct{}),
-		drainCh: make(chan struct{}), fatalCh: make(chan error, 1)}
+		drainCh: make(chan struct{})}
 	for _, p := range cfg.Ports {
-		pl := &pool{f: f, port: p, changed: make(chan struct{})}
-		for i := range cfg.Sessions {
-			pl.slots = append(pl.slots, &slot{f: f, pool: pl, idx: i, port: p, log: f.log})
-		}
-		f.pools = append(f.pools, pl)
+		f.pools = append(f.pools, newPool(f, p))
 	}
 	return f, nil
 }
@@ -62,15 +59,8 @@ func (f *Forwarder) spec(p PortPair) session.Spec {
 		Document: f.cfg.Document, Reason: f.cfg.Reason}
 }
 
-// fail ends Run with err (channel_closed from the service).
-func (f *Forwarder) fail(err error) {
-	select {
-	case f.fatalCh <- err:
-	default:
-	}
-}
-
-// Started is closed once every listener is bound and every port's first sessions are ready.
+// Started is closed once every listener is bound and every port's first sessions are ready (with
+// Config.RetryStart: once every listener is bound).
 func (f *Forwarder) Started() <-chan struct{} { return f.started }
 
 // Addrs returns the bound listener addresses in port order (ephemeral ports resolved); valid after Started.
@@ -87,9 +77,11 @@ func (f *Forwarder) Addrs() []net.Addr {
 // Run binds every listener (before any session, so "address in use" costs no session), starts the first
 // sessions of every port, prints "Forwarding from ADDR:LOCAL -> TARGET:REMOTE" per port and serves until
 // ctx ends. Then it drains: readiness goes false, listeners close, open connections get up to DrainTimeout
-// to finish, and every session is terminated (Flag TerminateSession + TerminateSession API); Run returns
-// nil. It returns an error when a first session cannot be started (unknown target, refused credentials)
-// or when the service closes a session with channel_closed (a *datachannel.ChannelClosedError, wrapped).
+// to finish, and every session is terminated (Flag TerminateSession + TerminateSession API) within
+// TerminateTimeout; Run returns nil. A session that ends meanwhile, however it ends (the service's idle
+// timeout or maximum duration, an administrator, a refused resume, a failed multiplexer, a stall), is
+// replaced while the listener stays up. Run returns an error only when a first session cannot be started
+// (unknown target, refused credentials) and Config.RetryStart is off.
 func (f *Forwarder) Run(ctx context.Context) error {
 	for _, p := range f.pools {
 		l, err := net.Listen("tcp", listenAddr(f.cfg.Address, p.port.Local))
@@ -112,7 +104,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	var slotsWG sync.WaitGroup
 	firsts := make(chan error, len(f.pools)*f.cfg.Sessions)
 	for _, p := range f.pools {
-		for _, s := range p.slots {
+		p.mu.Lock()
+		p.ctx, p.slotWG = slotCtx, &slotsWG
+		slots := p.slots
+		p.mu.Unlock()
+		for _, s := range slots {
 			slotsWG.Add(1)
 			go func() {
 				defer slotsWG.Done()
@@ -120,8 +116,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			}()
 		}
 	}
+	waitFor := len(f.pools) * f.cfg.Sessions
+	if f.cfg.RetryStart {
+		waitFor = 0 // the slots retry on their own; the listeners serve as soon as a session is up
+	}
 	var startErr error
-	for range len(f.pools) * f.cfg.Sessions {
+	for range waitFor {
 		select {
 		case err := <-firsts:
 			if err != nil && startErr == nil {
@@ -174,36 +174,41 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	// The stalled-stream watchdog ticks at a fortieth of its timeout so a reset comes within 2.5% of it.
 	go f.everySlot(stallStop, max(f.cfg.StreamStallTimeout/40, 20*time.Millisecond), (*slot).resetStalledStreams)
 	defer close(stallStop)
+	f.lastTick.Store(time.Now().UnixNano())
 	close(f.started)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		f.log.Info("Shutting down: draining connections", "timeout", f.cfg.DrainTimeout)
-	case runErr = <-f.fatalCh:
-		f.log.Warn("Session closed by the service", "err", runErr)
-	}
+	<-ctx.Done()
+	f.log.Info("Shutting down: draining connections", "timeout", f.cfg.DrainTimeout)
 	f.drainOnce.Do(func() { f.draining.Store(true); close(f.drainCh) })
 	f.closeListeners()
 	acceptWG.Wait()
 	cancelSlots()
 	slotsWG.Wait()
-	if runErr == nil {
-		f.waitConns(f.cfg.DrainTimeout)
-	}
+	f.waitConns(f.cfg.DrainTimeout)
 	for _, p := range f.pools {
-		for _, s := range p.slots {
-			s.abortAll()
+		for _, s := range p.slotList() {
+			s.abortAll(resetDrainDeadline)
 		}
 	}
 	f.terminateAll()
-	ended := f.waitConns(5 * time.Second)
+	ended := f.waitConns(abortWait)
 	if p := f.idle.Load(); p != nil && ended {
 		// Only once no connection is left: one still parked would never resume.
 		p.Close()
 	}
-	return runErr
+	return nil
 }
+
+// Shutdown budget after the drain: TerminateTimeout for telling the service, then abortWait for reset
+// connections to finish. MaxShutdownAfterDrain is their sum, what a pod's grace period must cover beyond
+// the drain timeout.
+const (
+	// TerminateTimeout bounds ending every session at shutdown (Flag TerminateSession, then the
+	// TerminateSession API), all sessions in parallel.
+	TerminateTimeout      = 5 * time.Second
+	abortWait             = 2 * time.Second
+	MaxShutdownAfterDrain = TerminateTimeout + abortWait
+)
 
 func (f *Forwarder) waitConns(d time.Duration) bool {
 	done := make(chan struct{})
@@ -226,11 +231,13 @@ func (f *Forwarder) closeListeners() {
 	}
 }
 
-// terminateAll ends every live session of every slot, in parallel.
+// terminateAll ends every live session of every slot, in parallel, within TerminateTimeout.
 func (f *Forwarder) terminateAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), TerminateTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, p := range f.pools {
-		for _, s := range p.slots {
+		for _, s := range p.slotList() {
 			p.mu.Lock()
 			sess := s.sess
 			p.mu.Unlock()
@@ -240,8 +247,6 @@ func (f *Forwarder) terminateAll() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
 				sess.Terminate(ctx)
 				s.uninstall(sess)
 			}()
@@ -276,29 +281,46 @@ func (f *Forwarder) acceptLoop(l net.Listener, p *pool) {
 	}
 }
 
-// serveConn carries one accepted connection to its end (counted in f.conns until then).
+// serveConn carries one accepted connection to its end (counted in f.conns until then). A connection over
+// the port's limit, or one no session takes within ConnectTimeout, is reset at once.
 func (f *Forwarder) serveConn(c net.Conn, p *pool) {
+	if max := f.cfg.MaxConnections; max > 0 && p.conns.Add(1) > int64(max) {
+		p.conns.Add(-1)
+		p.countReset(resetConnectionLimit)
+		f.log.Warn("Resetting a connection over the port's limit", "port", p.port.String(), "limit", max, "remote", c.RemoteAddr().String())
+		resetConn(c)
+		f.conns.Done()
+		return
+	} else if max <= 0 {
+		p.conns.Add(1)
+	}
+	done := func() {
+		p.conns.Add(-1)
+		f.conns.Done()
+	}
 	// The deadline spans the retries, but its context and timer are released once a session is acquired:
-	// held for a connection's whole life they cost ~400 B per idle connection (issue 4 scale profile).
+	// held for a connection's whole life they cost ~400 B per idle connection.
 	deadline := time.Now().Add(f.cfg.ConnectTimeout)
 	for try := 0; try < 3; try++ {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		s, sess, err := p.acquire(ctx)
 		cancel()
 		if err != nil {
-			f.log.Warn("Dropping connection", "port", p.port.String(), "remote", c.RemoteAddr().String(), "err", err)
-			c.Close()
-			f.conns.Done()
+			f.log.Warn("Resetting connection", "port", p.port.String(), "remote", c.RemoteAddr().String(), "err", err)
+			p.countReset(resetNoSession)
+			resetConn(c)
+			done()
 			return
 		}
-		err = s.handle(c, sess, f.conns.Done)
+		err = s.handle(c, sess, done)
 		if err == nil {
 			return
 		}
 		f.log.Debug("Retrying connection on another session", "port", p.port.String(), "err", err)
 	}
-	c.Close()
-	f.conns.Done()
+	p.countReset(resetNoSession)
+	resetConn(c)
+	done()
 }
 
 // everySlot calls check on every slot of every port each interval until stop is closed; the session stall
@@ -312,38 +334,116 @@ func (f *Forwarder) everySlot(stop <-chan struct{}, interval time.Duration, chec
 			return
 		case now := <-t.C:
 			for _, p := range f.pools {
-				for _, s := range p.slots {
+				for _, s := range p.slotList() {
 					check(s, now)
 				}
 			}
+			f.lastTick.Store(time.Now().UnixNano())
 		}
 	}
 }
 
-// Ready returns nil when every port has at least one session that is handshaken, attached and not stalled
-// (the data path moves: sent frames get acks), and the forwarder is not draining; otherwise what is missing.
+// readyGrace is how long a port whose session the service just ended still counts as ready while the
+// replacement starts: connections that arrive meanwhile wait for it (ConnectTimeout) rather than fail, so
+// a probe in that moment must not take the pod out of its Service.
+const readyGrace = 10 * time.Second
+
+// LivenessTimeout: Live fails when the session supervision has not completed a round for this long.
+const LivenessTimeout = 2 * time.Minute
+
+// Live returns nil unless the forwarder cannot make progress at all: its session supervision has not
+// completed a round for LivenessTimeout (a wedged process the kubelet should restart). Sessions that are
+// down, retrying or stalled do not make it fail: they heal without a restart.
+func (f *Forwarder) Live() error {
+	select {
+	case <-f.started:
+	default:
+		return nil
+	}
+	if f.draining.Load() {
+		return nil
+	}
+	if d := time.Since(time.Unix(0, f.lastTick.Load())); d > LivenessTimeout {
+		return fmt.Errorf("session supervision has not run for %s", d.Round(time.Second))
+	}
+	return nil
+}
+
+// Ready returns nil when every port can carry a connection now: it has at least one session that is
+// handshaken, attached and not stalled (sent frames get acks), or one is starting in place of a session
+// the service just ended (readyGrace), or (ReconnectLazy) one starts on the next connection. Otherwise it
+// says what is missing, with the last error of the port.
 func (f *Forwarder) Ready() error {
 	if f.draining.Load() {
 		return errors.New("shutting down")
+	}
+	for _, ps := range f.Status().Ports {
+		if !ps.Ready {
+			if ps.LastError != "" {
+				return fmt.Errorf("port %s has no ready session: %s", ps.Port, ps.LastError)
+			}
+			return fmt.Errorf("port %s has no ready session", ps.Port)
+		}
 	}
 	select {
 	case <-f.started:
 	default:
 		return errors.New("starting sessions")
 	}
+	return nil
+}
+
+// Status is the forwarder's state for readiness endpoints: per port, whether it can carry a connection,
+// its sessions' states and the last error, classified.
+type Status struct {
+	Ready bool         `json:"ready"`
+	Ports []PortStatus `json:"ports"`
+}
+
+// PortStatus is one port of Status.
+type PortStatus struct {
+	Port     string   `json:"port"`
+	Ready    bool     `json:"ready"`
+	Sessions []string `json:"sessions"` // state per slot: connecting, ready, resuming, stalled, idle, none
+	// Reason classifies LastError (session.Reason): TargetNotConnected, AccessDenied, Throttled, ...
+	Reason    string `json:"reason,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+}
+
+// Status reports every port's state.
+func (f *Forwarder) Status() Status {
+	st := Status{Ready: !f.draining.Load()}
+	now := time.Now()
 	for _, p := range f.pools {
-		ok := false
+		ps := PortStatus{Port: p.port.String()}
 		p.mu.Lock()
 		for _, s := range p.slots {
-			if s.sess != nil && !s.stalled && s.sess.State() == session.StateReady {
-				ok = true
-				break
+			state := "none"
+			switch {
+			case s.sess != nil && s.stalled:
+				state = "stalled"
+			case s.sess != nil:
+				state = s.sess.State().String()
+			case s.idle:
+				state = "idle"
+			}
+			ps.Sessions = append(ps.Sessions, state)
+			if state == "ready" && s.replacing == endNone || state == "idle" ||
+				!s.gapSince.IsZero() && now.Sub(s.gapSince) < readyGrace {
+				ps.Ready = true
 			}
 		}
-		p.mu.Unlock()
-		if !ok {
-			return fmt.Errorf("port %s has no ready session", p.port)
+		if p.lastErr != nil {
+			ps.LastError, ps.Reason = p.lastErr.Error(), session.Reason(p.lastErr)
 		}
+		p.mu.Unlock()
+		st.Ready = st.Ready && ps.Ready
+		st.Ports = append(st.Ports, ps)
 	}
-	return nil
+	select {
+	case <-f.started:
+	default:
+		st.Ready = false
+	}
+	return st
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,4 +204,32 @@ func transfer(c net.Conn, n int64, upSeed uint64, progress func(int64)) ([32]byt
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum, nil
+}
+
+// isReset reports whether err is a TCP reset seen by the client (ECONNRESET on read or write, or on connect
+// when the reset arrived first).
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET)
+}
+
+// expectReset dials addr and reads until the tunnel ends the connection; it returns nil only when that
+// end is a TCP reset within d, never a clean EOF.
+func expectReset(addr string, d time.Duration) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		if isReset(err) {
+			return nil
+		}
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, c)
+	switch {
+	case isReset(err):
+		return nil
+	case err == nil:
+		return fmt.Errorf("clean EOF after %d bytes, want a reset", n)
+	}
+	return fmt.Errorf("after %d bytes: %w, want a reset", n, err)
 }

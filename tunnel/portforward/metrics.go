@@ -28,12 +28,17 @@ var (
 	descStallResets = prometheus.NewDesc("ssmtunnel_stalled_stream_resets_total", "Connections reset because their local reader stopped while bytes waited for them (smux v1 has no per-stream flow control).", labels, nil)
 	descParked      = prometheus.NewDesc("ssmtunnel_connections_parked", "Local connections idle for 1 s or longer, waiting in the shared poller without a goroutine of their own (Linux).", nil, nil)
 	descConnErrors  = prometheus.NewDesc("ssmtunnel_connect_errors_total", "ConnectToPortError flags: the agent could not reach the destination.", labels, nil)
+	descSessionEnds = prometheus.NewDesc("ssmtunnel_session_closed_total", "Sessions that ended and were replaced, by reason (idle_timeout, max_duration, terminated, not_resumable, mux_failed, stalled, partition, basic_done, failed).", []string{"port", "reason"}, nil)
+	descResets      = prometheus.NewDesc("ssmtunnel_connections_reset_total", "Local connections ended with a TCP reset instead of a FIN, by reason (session_lost, local_gone, destination_refused, stalled_stream, drain_deadline, connection_limit, no_session).", []string{"port", "reason"}, nil)
+	descConnsOpen   = prometheus.NewDesc("ssmtunnel_connections_open", "Local connections accepted and not ended, per port.", []string{"port"}, nil)
+	descLastError   = prometheus.NewDesc("ssmtunnel_port_last_error", "1 for the reason of the port's last session error while it has no ready session (TargetNotConnected, AccessDenied, Throttled, ...).", []string{"port", "reason"}, nil)
 )
 
 // Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
 func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descParked, descSessionUp, descStalled, descStarts, descResumes,
-		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets} {
+		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets,
+		descSessionEnds, descResets, descConnsOpen, descLastError} {
 		ch <- d
 	}
 }
@@ -46,8 +51,20 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
 	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(f.ParkedConnections()))
-	for _, p := range f.pools {
-		for _, s := range p.slots {
+	status := f.Status()
+	for i, p := range f.pools {
+		port := p.port.String()
+		for r := endIdleTimeout; r < numEndReasons; r++ {
+			ch <- prometheus.MustNewConstMetric(descSessionEnds, prometheus.CounterValue, float64(p.ends[r].Load()), port, r.String())
+		}
+		for r := range numResetReasons {
+			ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(p.resets[r].Load()), port, r.String())
+		}
+		ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(p.conns.Load()), port)
+		if ps := status.Ports[i]; !ps.Ready && ps.Reason != "" {
+			ch <- prometheus.MustNewConstMetric(descLastError, prometheus.GaugeValue, 1, port, ps.Reason)
+		}
+		for _, s := range p.slotList() {
 			p.mu.Lock()
 			sess, open, stalled, port := s.sess, s.open, s.stalled, s.port.String()
 			p.mu.Unlock()
@@ -105,8 +122,41 @@ type SessionStats struct {
 	// StalledResets counts connections reset by the stalled-stream watchdog.
 	StalledResets uint64
 	// ToLocalCopies is the number of agent → local copy goroutines running now: connections whose stream
-	// has bytes or an end to deliver. Idle connections have none (issue 4 memory at rest).
+	// has bytes or an end to deliver. Idle connections have none.
 	ToLocalCopies int64
+	// Starts counts the sessions the slot has started.
+	Starts uint64
+}
+
+// PortStats counts, per port, how sessions ended and why connections were reset.
+type PortStats struct {
+	Port PortPair
+	// SessionEnds maps an end reason (idle_timeout, stalled, ...) to the sessions that ended so.
+	SessionEnds map[string]uint64
+	// Resets maps a reset reason (session_lost, connection_limit, ...) to the connections reset so.
+	Resets map[string]uint64
+	// OpenConnections are local connections accepted and not ended.
+	OpenConnections int64
+}
+
+// Ports returns a snapshot of every port's counters.
+func (f *Forwarder) Ports() []PortStats {
+	var out []PortStats
+	for _, p := range f.pools {
+		ps := PortStats{Port: p.port, SessionEnds: map[string]uint64{}, Resets: map[string]uint64{}, OpenConnections: p.conns.Load()}
+		for r := endIdleTimeout; r < numEndReasons; r++ {
+			if n := p.ends[r].Load(); n > 0 {
+				ps.SessionEnds[r.String()] = n
+			}
+		}
+		for r := range numResetReasons {
+			if n := p.resets[r].Load(); n > 0 {
+				ps.Resets[r.String()] = n
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 // ParkedConnections is the number of local connections parked while idle (Config.IdleParkAfter): they
@@ -122,7 +172,7 @@ func (f *Forwarder) ParkedConnections() int {
 func (f *Forwarder) Sessions() []SessionStats {
 	var out []SessionStats
 	for _, p := range f.pools {
-		for _, s := range p.slots {
+		for _, s := range p.slotList() {
 			p.mu.Lock()
 			ss := SessionStats{Port: s.port, Slot: s.idx, OpenStreams: s.open, Streams: s.streamsTotal.Load(), State: session.StateClosed}
 			if s.sess != nil {
@@ -130,6 +180,7 @@ func (f *Forwarder) Sessions() []SessionStats {
 			}
 			p.mu.Unlock()
 			ss.HeldBytes, ss.StalledResets, ss.ToLocalCopies = s.heldBytes(), s.stalledResets.Load(), s.toLocalCopies.Load()
+			ss.Starts = s.starts.Load()
 			out = append(out, ss)
 		}
 	}

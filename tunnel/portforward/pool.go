@@ -32,14 +32,44 @@ const (
 
 // pool is the set of independent sessions of one port (--sessions N). A new connection goes to the available
 // session with the fewest open streams; a session that is connecting, resuming, stalled or closed takes
-// none, and a basic-mode session takes one at a time.
+// none, and a basic-mode session takes one connection in its life (§9.3: it carries one TCP connection, and
+// bytes of an ended one may still be in flight), so in basic mode the pool grows to one session per
+// concurrent connection, up to Config.MaxBasicSessions.
 type pool struct {
-	f     *Forwarder
-	port  PortPair
-	slots []*slot
+	f    *Forwarder
+	port PortPair
 
 	mu      sync.Mutex
+	slots   []*slot       // grows only (basic mode); read through slotList
 	changed chan struct{} // closed and replaced on every change that may make a slot available
+	wanted  chan struct{} // closed and replaced when a connection waits for a session (lazy slots start one)
+	lastErr error         // why the latest session start or session failed, for readiness; nil once one is up
+
+	ctx    context.Context // the slots' lifetime (set by Forwarder.Run before any slot runs)
+	slotWG *sync.WaitGroup
+
+	conns  atomic.Int64 // local connections accepted and not ended (Config.MaxConnections)
+	resets resetCounts
+	ends   endCounts
+}
+
+func newPool(f *Forwarder, port PortPair) *pool {
+	p := &pool{f: f, port: port, changed: make(chan struct{}), wanted: make(chan struct{})}
+	for range f.cfg.Sessions {
+		p.slots = append(p.slots, p.newSlotLocked())
+	}
+	return p
+}
+
+func (p *pool) newSlotLocked() *slot {
+	return &slot{f: p.f, pool: p, idx: len(p.slots), port: p.port, log: p.f.log}
+}
+
+// slotList is a snapshot of the pool's slots (the slice only grows, so the snapshot stays valid).
+func (p *pool) slotList() []*slot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.slots
 }
 
 func (p *pool) notify() {
@@ -49,23 +79,42 @@ func (p *pool) notify() {
 	p.mu.Unlock()
 }
 
+func (p *pool) countReset(why resetReason) { p.resets[why].Add(1) }
+
 // acquire reserves a stream on the best available slot, waiting for one until ctx ends or the forwarder
 // drains.
 func (p *pool) acquire(ctx context.Context) (*slot, *session.Session, error) {
 	for {
 		p.mu.Lock()
 		var best *slot
+		busyBasic := 0
 		for _, s := range p.slots {
 			if s.availableLocked() && (best == nil || s.open < best.open) {
 				best = s
 			}
+			if s.mode == modeBasic && s.sess != nil && s.open > 0 {
+				busyBasic++
+			}
 		}
 		if best != nil {
 			best.open++
+			best.used = true
 			sess := best.sess
 			p.mu.Unlock()
 			return best, sess, nil
 		}
+		if busyBasic == len(p.slots) && len(p.slots) < p.f.cfg.MaxBasicSessions && p.ctx != nil {
+			// Every session is a busy basic one: this connection gets a session of its own.
+			s := p.newSlotLocked()
+			p.slots = append(p.slots, s)
+			p.slotWG.Add(1)
+			go func() {
+				defer p.slotWG.Done()
+				s.run(p.ctx, nil)
+			}()
+		}
+		close(p.wanted)
+		p.wanted = make(chan struct{})
 		ch := p.changed
 		p.mu.Unlock()
 		select {
@@ -81,13 +130,20 @@ func (p *pool) acquire(ctx context.Context) (*slot, *session.Session, error) {
 func (p *pool) release(s *slot) {
 	p.mu.Lock()
 	s.open--
+	retire := s.mode == modeBasic && s.open == 0 && s.sess != nil
+	sess := s.sess
 	p.mu.Unlock()
+	if retire {
+		// A basic session has carried its one connection: replace it so that output still in flight for
+		// that connection can never reach the next one.
+		s.replace(sess, endBasicDone)
+	}
 	p.notify()
 }
 
 var errDraining = errors.New("shutting down")
 
-// slot is one place in a pool: it owns one session at a time and replaces it when it ends unresumable.
+// slot is one place in a pool: it owns one session at a time and replaces it when it ends.
 type slot struct {
 	f    *Forwarder
 	pool *pool
@@ -96,13 +152,17 @@ type slot struct {
 	log  *slog.Logger
 
 	// guarded by pool.mu
-	sess    *session.Session
-	mux     *smux.Session
-	streams *streamTable // of mux
-	basic   *basicMux
-	mode    mode
-	open    int
-	stalled bool
+	sess      *session.Session
+	mux       *smux.Session
+	streams   *streamTable // of mux
+	basic     *basicMux
+	mode      mode
+	open      int
+	used      bool // the session was given a connection (basic mode: its one)
+	stalled   bool
+	idle      bool      // lazy: no session, one starts when a connection waits
+	gapSince  time.Time // a session ended and its replacement is starting (readiness grace)
+	replacing endReason // why the slot itself ended the current session (endNone: it did not)
 
 	cmu   sync.Mutex
 	conns map[*fwdConn]struct{}
@@ -121,49 +181,71 @@ type slot struct {
 	baseResumes   uint64
 	stallAcks     uint64
 	stallSince    time.Time
+	downSince     time.Time // the session has been resuming since (Config.PartitionTimeout)
+	pausedSince   time.Time // the service has paused publication since (§10.1)
 }
 
 func (s *slot) availableLocked() bool {
-	if s.sess == nil || s.stalled || s.sess.State() != session.StateReady {
+	if s.sess == nil || s.stalled || s.replacing != endNone || s.sess.State() != session.StateReady {
 		return false
 	}
 	if s.mode == modeBasic {
-		return s.open == 0 && s.basic != nil
+		return !s.used && s.basic != nil
 	}
 	return s.mux != nil && !s.mux.IsClosed()
 }
 
-// run keeps a session in the slot until ctx ends. The first start's result is sent on first; later
-// failures are retried with backoff while the listener stays up (§10.3: not resumable → fresh session).
+// run keeps a session in the slot until ctx ends. The first start's result is sent on first (nil: nobody
+// waits for it); later failures, and first ones with Config.RetryStart, are retried with capped backoff
+// while the listener stays up. A session that ends for any reason other than our own shutdown is replaced:
+// at once (with jitter) under ReconnectEager, or when a connection waits under ReconnectLazy.
 func (s *slot) run(ctx context.Context, first chan<- error) {
-	attempt := 0
+	var bo backoff
+	lazy := false
 	for {
+		if lazy && !s.waitForDemand(ctx) {
+			return
+		}
+		lazy = false
 		spec := s.f.spec(s.port)
 		sess, err := s.f.starter.Start(ctx, spec, func(session.State) { s.pool.notify() })
 		if err != nil {
-			if first != nil {
-				first <- err
-				return
-			}
 			if ctx.Err() != nil {
 				return
 			}
-			d := min(30*time.Second, 500*time.Millisecond<<min(attempt, 6))
-			d = d/2 + rand.N(d/2+1)
-			attempt++
-			s.log.Warn("Failed to start a replacement session, retrying", "port", s.port.String(), "slot", s.idx, "in", d, "err", err)
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			s.pool.mu.Lock()
+			s.pool.lastErr, s.gapSince = err, time.Time{}
+			s.pool.mu.Unlock()
+			if first != nil && !s.f.cfg.RetryStart {
+				first <- err
+				return
+			}
+			d := bo.next()
+			s.log.Warn("Failed to start a session, retrying", "port", s.port.String(), "slot", s.idx, "in", d.Round(time.Millisecond), "err", err)
+			if !sleepCtx(ctx, d) {
 				return
 			}
 			continue
 		}
-		attempt = 0
+		m, err := sessionMode(sess.Handshake())
+		if err != nil {
+			sess.Terminate(ctx)
+			s.pool.mu.Lock()
+			s.pool.lastErr = err
+			s.pool.mu.Unlock()
+			if first != nil && !s.f.cfg.RetryStart {
+				first <- err
+				return
+			}
+			s.log.Error("Refusing the session", "port", s.port.String(), "slot", s.idx, "err", err)
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
 		s.starts.Add(1)
-		s.install(sess)
+		s.install(sess, m)
 		if first != nil {
 			first <- nil
 			first = nil
@@ -173,27 +255,106 @@ func (s *slot) run(ctx context.Context, first chan<- error) {
 		case <-ctx.Done():
 			return // the forwarder drains and terminates
 		}
-		err = sess.Err()
-		s.uninstall(sess)
-		var cc *datachannel.ChannelClosedError
-		switch {
-		case errors.As(err, &cc):
-			s.f.fail(fmt.Errorf("session %s on port %s: %w", sess.ID(), s.port, err))
-			return
-		case errors.Is(err, session.ErrClosed):
+		why := s.uninstall(sess)
+		if why == endShutdown {
 			return
 		}
-		s.log.Warn("Session ended, starting a new one; the listener stays up", "port", s.port.String(), "slot", s.idx, "session", sess.ID(), "err", err)
+		s.pool.ends.add(why)
+		if why != endBasicDone {
+			s.log.Warn("Session ended, starting a new one; the listener stays up", "port", s.port.String(), "slot", s.idx,
+				"session", sess.ID(), "reason", why.String(), "err", sess.Err())
+		}
+		if s.f.cfg.Reconnect == ReconnectLazy && why.byService() {
+			lazy = true
+			continue
+		}
+		s.pool.mu.Lock()
+		s.gapSince = time.Now()
+		s.pool.mu.Unlock()
+		// Jitter, so replicas whose sessions the service ended at the same moment do not all start (and
+		// later end) together.
+		if j := s.f.cfg.ReconnectJitter; j > 0 && !sleepCtx(ctx, rand.N(j)) {
+			return
+		}
 	}
 }
 
-// install wires a ready session into the slot in the mode the handshake selects (§9.2).
-func (s *slot) install(sess *session.Session) {
-	hs := sess.Handshake()
-	m := modeBasic
-	if hs.Properties.Type == message.LocalPortForwarding && hs.AgentVersion.Compare(message.LastBasicAgentVersion) > 0 {
-		m = modeMux
+// waitForDemand parks a lazy slot until a connection waits for a session; false when ctx ended first.
+func (s *slot) waitForDemand(ctx context.Context) bool {
+	s.pool.mu.Lock()
+	s.idle = true
+	wanted := s.pool.wanted
+	s.pool.mu.Unlock()
+	s.pool.notify()
+	defer func() {
+		s.pool.mu.Lock()
+		s.idle = false
+		s.pool.mu.Unlock()
+	}()
+	select {
+	case <-wanted:
+		return true
+	case <-ctx.Done():
+		return false
 	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// replace ends sess on the slot's own decision (why), unless it already ended or was replaced: the
+// service is told (Flag TerminateSession, TerminateSession API) within a bound, and the slot's run loop
+// then starts a new session. Its connections are reset.
+func (s *slot) replace(sess *session.Session, why endReason) {
+	s.pool.mu.Lock()
+	if s.sess != sess || s.replacing != endNone || s.pool.ctx == nil || s.pool.ctx.Err() != nil {
+		// Already gone, already being replaced, or the forwarder is shutting down and terminates it.
+		s.pool.mu.Unlock()
+		return
+	}
+	s.replacing = why
+	s.pool.mu.Unlock()
+	s.pool.notify()
+	if why != endBasicDone {
+		s.log.Warn("Replacing the session", "port", s.port.String(), "slot", s.idx, "session", sess.ID(), "reason", why.String())
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), replaceTerminateTimeout)
+		defer cancel()
+		sess.Terminate(ctx)
+	}()
+}
+
+// replaceTerminateTimeout bounds telling the service about a session the slot gave up on: the flag and
+// the API call are a courtesy (the service ends it by its idle timeout otherwise), and the data path it
+// serves is already broken.
+const replaceTerminateTimeout = 5 * time.Second
+
+// sessionMode selects multiplexed or basic mode from the handshake (§9.2). A session whose document does not
+// offer port forwarding (AWS-StartSSHSession and the like: a stdin/stdout stream) is refused before any byte
+// flows: carrying a TCP connection over it would mix protocols.
+func sessionMode(hs datachannel.HandshakeResult) (mode, error) {
+	if hs.Properties.Type != message.LocalPortForwarding {
+		return 0, fmt.Errorf("%w: the agent offered a %q session, not port forwarding (type %q): use a port-forwarding document such as AWS-StartPortForwardingSession",
+			session.ErrInvalidDocument, hs.SessionType, hs.Properties.Type)
+	}
+	if hs.AgentVersion.Compare(message.LastBasicAgentVersion) > 0 {
+		return modeMux, nil
+	}
+	return modeBasic, nil
+}
+
+// install wires a ready session into the slot in the mode the handshake selected (§9.2).
+func (s *slot) install(sess *session.Session, m mode) {
+	hs := sess.Handshake()
 	var mux *smux.Session
 	var basic *basicMux
 	var streams *streamTable
@@ -212,12 +373,13 @@ func (s *slot) install(sess *session.Session) {
 		if err != nil { // only on an invalid config, which DefaultConfig is not
 			panic(err)
 		}
-		go endStreamsWithSession(mux, streams)
+		go s.endStreamsWithSession(sess, mux, streams)
 	} else {
 		basic = newBasicMux(sess.Channel())
 	}
 	s.pool.mu.Lock()
 	s.sess, s.mode, s.mux, s.streams, s.basic, s.stalled = sess, m, mux, streams, basic, false
+	s.replacing, s.used, s.gapSince, s.pool.lastErr = endNone, false, time.Time{}, nil
 	s.pool.mu.Unlock()
 	s.smu.Lock()
 	s.stallAcks, s.stallSince = 0, time.Time{}
@@ -230,15 +392,22 @@ func (s *slot) install(sess *session.Session) {
 	s.pool.notify()
 }
 
-// endStreamsWithSession waits until smux stops reading the session (read error, protocol error, close) and
-// then ends every stream's copy. An idle connection has no goroutine reading its stream, so without this
-// nothing would notice its stream fail. AcceptStream returns on exactly those events; the agent never opens
-// streams (§9.4), so one it does open is closed.
-func endStreamsWithSession(mux *smux.Session, streams *streamTable) {
+// endStreamsWithSession waits until smux stops reading the session (read error, protocol error, close),
+// ends every stream's copy and, unless the session is already being torn down, replaces it: a session
+// whose multiplexer failed carries nothing any more. An idle connection has no goroutine reading its
+// stream, so without this nothing would notice its stream fail. AcceptStream returns on exactly those
+// events; the agent never opens streams (§9.4), so one it does open is closed.
+func (s *slot) endStreamsWithSession(sess *session.Session, mux *smux.Session, streams *streamTable) {
 	for {
 		st, err := mux.AcceptStream()
 		if err != nil {
 			streams.endAll()
+			// A channel that ended (the service closed it, or we did) ends the session by itself, with its
+			// own reason; only a multiplexer that failed on a live channel needs replacing here.
+			if sess.Channel().Err() == nil {
+				s.log.Warn("Multiplexer failed", "port", s.port.String(), "slot", s.idx, "session", sess.ID(), "err", err)
+				s.replace(sess, endMuxFailed)
+			}
 			return
 		}
 		st.Close()
@@ -257,12 +426,20 @@ func smuxFrameSizeFor(maxPayload int) int {
 	return smuxDefaultFrame/maxPayload*maxPayload - smuxHeaderSize
 }
 
-// uninstall detaches an ended session; its open streams end with it.
-func (s *slot) uninstall(sess *session.Session) {
+// uninstall detaches an ended session and says why it ended; its open streams end with it (reset).
+func (s *slot) uninstall(sess *session.Session) endReason {
 	s.pool.mu.Lock()
 	mux, basic := s.mux, s.basic
+	why := s.replacing
 	if s.sess == sess {
 		s.sess, s.mux, s.streams, s.basic = nil, nil, nil, nil
+		s.replacing, s.used, s.stalled = endNone, false, false
+	}
+	if why == endNone {
+		why = classifyEnd(sess.Err())
+	}
+	if why != endShutdown && why != endBasicDone {
+		s.pool.lastErr = fmt.Errorf("session %s ended (%s): %w", sess.ID(), why, sess.Err())
 	}
 	s.pool.mu.Unlock()
 	if mux != nil {
@@ -275,8 +452,10 @@ func (s *slot) uninstall(sess *session.Session) {
 	s.smu.Lock()
 	s.base = addStats(s.base, st)
 	s.baseResumes += sess.Resumes()
+	s.downSince, s.pausedSince = time.Time{}, time.Time{}
 	s.smu.Unlock()
 	s.pool.notify()
+	return why
 }
 
 func addStats(a, b datachannel.Stats) datachannel.Stats {
@@ -304,12 +483,14 @@ func (s *slot) handle(local net.Conn, sess *session.Session, end func()) error {
 	}
 	s.streamsTotal.Add(1)
 	if m == modeBasic {
-		err := basic.serve(local)
-		s.pool.release(s)
-		if err == nil {
-			end()
+		err := basic.serve(local, &s.pool.resets)
+		if errors.Is(err, errBasicBusy) {
+			s.pool.release(s)
+			return err
 		}
-		return err
+		s.pool.release(s)
+		end()
+		return nil
 	}
 	st, err := mux.OpenStream()
 	if err != nil {
@@ -336,27 +517,25 @@ func (s *slot) handle(local net.Conn, sess *session.Session, end func()) error {
 	return nil
 }
 
-// abortAll closes every connection of the slot (drain deadline).
-func (s *slot) abortAll() {
+// abortAll resets every connection of the slot.
+func (s *slot) abortAll(why resetReason) {
 	s.cmu.Lock()
 	for c := range s.conns {
-		c.abort()
+		c.abort(why)
 	}
 	s.cmu.Unlock()
 	s.pool.mu.Lock()
 	basic := s.basic
 	s.pool.mu.Unlock()
 	if basic != nil {
-		basic.mu.Lock()
-		if basic.cur != nil {
-			basic.cur.Close()
-		}
-		basic.mu.Unlock()
+		basic.abort()
 	}
 }
 
-// checkStall marks the slot stalled when frames have been in flight without any ack for StallTimeout:
-// the data path is broken even though the transport looks up (readiness and the pool both use it).
+// checkStall watches the slot's session data path. A session whose sent frames get no acknowledgement, or
+// whose publication the service keeps paused, for StallTimeout is stalled: it takes no new connections and
+// is replaced. One that has been resuming for PartitionTimeout is replaced too, so its connections are
+// reset and client pools reconnect instead of hanging on a partition.
 func (s *slot) checkStall(now time.Time) {
 	s.pool.mu.Lock()
 	sess := s.sess
@@ -373,6 +552,22 @@ func (s *slot) checkStall(now time.Time) {
 	case now.Sub(s.stallSince) >= s.f.cfg.StallTimeout:
 		stalled = true
 	}
+	switch {
+	case !st.Paused:
+		s.pausedSince = time.Time{}
+	case s.pausedSince.IsZero():
+		s.pausedSince = now
+	case now.Sub(s.pausedSince) >= s.f.cfg.StallTimeout:
+		stalled = true
+	}
+	resuming := sess.State() == session.StateResuming
+	switch {
+	case !resuming:
+		s.downSince = time.Time{}
+	case s.downSince.IsZero():
+		s.downSince = now
+	}
+	partitioned := resuming && now.Sub(s.downSince) >= s.f.cfg.PartitionTimeout
 	s.smu.Unlock()
 	s.pool.mu.Lock()
 	changed := s.stalled != stalled
@@ -381,5 +576,11 @@ func (s *slot) checkStall(now time.Time) {
 	if changed {
 		s.log.Warn("Session data path", "port", s.port.String(), "slot", s.idx, "stalled", stalled)
 		s.pool.notify()
+	}
+	switch {
+	case partitioned:
+		s.replace(sess, endPartition)
+	case stalled && !resuming:
+		s.replace(sess, endStalled)
 	}
 }

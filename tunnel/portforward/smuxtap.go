@@ -30,6 +30,7 @@ type streamEvents interface {
 
 const (
 	smuxHeaderSize = 8
+	smuxVersion    = 1
 	smuxCmdSYN     = 0
 	smuxCmdFIN     = 1
 	smuxCmdPSH     = 2
@@ -54,10 +55,12 @@ func (t *smuxTap) observe(b []byte) {
 			return
 		}
 		t.hdrN = 0
-		t.psh = t.hdr[1] == smuxCmdPSH
+		// A frame of another version is a protocol error that ends the session in smux: it reports nothing.
+		valid := t.hdr[0] == smuxVersion
+		t.psh = valid && t.hdr[1] == smuxCmdPSH
 		t.left = int(binary.LittleEndian.Uint16(t.hdr[2:4]))
 		t.sid = binary.LittleEndian.Uint32(t.hdr[4:8])
-		if t.hdr[1] == smuxCmdFIN {
+		if valid && t.hdr[1] == smuxCmdFIN {
 			t.events.finished(t.sid)
 		}
 	}

@@ -79,6 +79,7 @@ func (t *streamTable) arrived(sid uint32, n int) {
 // finished: the agent's FIN for sid; its copy runs until the stream ends and then half-closes the local side.
 func (t *streamTable) finished(sid uint32) {
 	if c := t.lookup(sid); c != nil {
+		c.finReceived.Store(true)
 		c.drainToEnd.Store(true)
 		c.wakeToLocal()
 	}
@@ -169,6 +170,6 @@ func (s *slot) resetStalledStreams(now time.Time) {
 			"port", s.port.String(), "slot", s.idx, "remote", v.c.local.RemoteAddr().String(),
 			"heldBytes", v.held, "refusingFor", v.since.Round(time.Millisecond),
 			"sessionBufferedBytes", buffered, "sessionReceiveBuffer", s.f.cfg.SessionReceiveBuffer)
-		v.c.abort()
+		v.c.abort(resetStalledStream)
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 )
 
 // Sentinel errors that callers (the CLI, the session pool) branch on. Errors returned by this package wrap
@@ -95,4 +97,46 @@ func resumable(err error) bool {
 		return apiCode(err) == "ThrottlingException"
 	}
 	return true
+}
+
+// Reasons classify why a session could not start or ended, for readiness bodies, metrics and the
+// operator's conditions: short CamelCase words that say where to look, never the cloud's raw text.
+const (
+	ReasonTargetNotConnected = "TargetNotConnected"
+	ReasonAccessDenied       = "AccessDenied"
+	ReasonNoCredentials      = "NoCredentials"
+	ReasonInvalidDocument    = "InvalidDocument"
+	ReasonThrottled          = "Throttled"
+	ReasonSessionEnded       = "SessionEnded"
+	ReasonUnknown            = "Unknown"
+)
+
+// Reason classifies err (nil: "").
+func Reason(err error) string {
+	var cc *datachannel.ChannelClosedError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrTargetNotConnected):
+		return ReasonTargetNotConnected
+	case errors.Is(err, ErrAccessDenied):
+		return ReasonAccessDenied
+	case errors.Is(err, ErrNoCredentials):
+		return ReasonNoCredentials
+	case errors.Is(err, ErrInvalidDocument):
+		return ReasonInvalidDocument
+	case isThrottled(err):
+		return ReasonThrottled
+	case errors.Is(err, ErrNotResumable), errors.As(err, &cc):
+		return ReasonSessionEnded
+	}
+	return ReasonUnknown
+}
+
+func isThrottled(err error) bool {
+	switch apiCode(err) {
+	case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+		return true
+	}
+	return httpStatus(err) == http.StatusTooManyRequests
 }

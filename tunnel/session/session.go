@@ -178,7 +178,8 @@ func (c *Client) Start(ctx context.Context, spec Spec, onState func(State)) (*Se
 		die: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := s.open(ctx, token); err != nil {
-		s.terminateAPI()
+		// Not ctx: the caller may have given up (its context ended), and the session must still be ended.
+		s.terminateAPI(context.Background())
 		return nil, err
 	}
 	return s, nil
@@ -392,7 +393,8 @@ func (s *Session) Close() error {
 }
 
 // Terminate ends the session as a well-behaved client does (§9.5): Flag TerminateSession on the data channel
-// (mux mode, and basic mode with agents above 2.3.722.0), then the TerminateSession API, then Close.
+// (mux mode, and basic mode with agents above 2.3.722.0), then the TerminateSession API, then Close; all of
+// it within ctx (and APITimeout), so shutdown fits the caller's budget.
 func (s *Session) Terminate(ctx context.Context) error {
 	s.closing.Store(true)
 	if s.State() != StateClosed && s.ch != nil && s.handshaken.Load() &&
@@ -404,13 +406,13 @@ func (s *Session) Terminate(ctx context.Context) error {
 		cancel()
 	}
 	s.dieOnce.Do(func() { close(s.die) })
-	err := s.terminateAPI()
+	err := s.terminateAPI(ctx)
 	s.finish(ErrClosed)
 	return err
 }
 
-func (s *Session) terminateAPI() error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.APITimeout)
+func (s *Session) terminateAPI(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.APITimeout)
 	defer cancel()
 	_, err := s.c.cfg.API.TerminateSession(ctx, &ssm.TerminateSessionInput{SessionId: aws.String(s.id)})
 	if err != nil {
