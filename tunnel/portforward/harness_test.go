@@ -233,3 +233,22 @@ func expectReset(addr string, d time.Duration) error {
 	}
 	return fmt.Errorf("after %d bytes: %w, want a reset", n, err)
 }
+
+// startEmulatorOnly starts the emulator with the test instance, for tests that build their own forwarder.
+func startEmulatorOnly(t *testing.T) *emulator.Emulator {
+	t.Helper()
+	return emutest.Start(t, emulator.Config{Pacing: emulator.PacingNone, Instances: []emulator.Instance{{ID: testInstance}}, Logger: testLogger()})
+}
+
+// newTestClient is a session client over the real SDK to emu, with the harness's short resume backoff.
+func newTestClient(t *testing.T, emu *emulator.Emulator) *session.Client {
+	t.Helper()
+	client, err := session.NewClient(session.ClientConfig{
+		API: testutil.SSMClient(emu.Endpoint()), Logger: testLogger(),
+		ResumeInitialBackoff: 20 * time.Millisecond, ResumeMaxBackoff: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
