@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -130,6 +131,9 @@ type Channel struct {
 	ooo        map[int64]recvItem
 	oooBytes   int
 	recvNotify notifier
+	// maxRecvCost is the largest encoded data frame received, at least the service's (header + 1 KiB): the
+	// frame size the out-of-order horizon is computed for.
+	maxRecvCost int
 }
 
 // New returns a Channel with no transport: Send queues up to the window until Attach.
@@ -151,6 +155,8 @@ func New(cfg Config) (*Channel, error) {
 		unacked:  make(map[int64]*outFrame),
 		ooo:      make(map[int64]recvItem),
 		rtt:      newRTTEstimator(),
+
+		maxRecvCost: message.HeaderSize + DefaultMaxPayloadSize,
 	}
 	c.bucket = newTokenBucket(cfg.Rate, cfg.Burst, c.clock.Now())
 	frameCap := message.HeaderSize + cfg.MaxPayloadSize
@@ -175,22 +181,10 @@ func (c *Channel) Attach(t Transport) {
 	old := c.cur
 	c.cur = a
 	c.stats.Transports++
-	for _, f := range c.sendQ {
-		f.queued = false
-		c.maybeRelease(f)
-	}
-	c.sendQ = c.sendQ[:0]
 	// The stall backoff measured the old path; the new one starts at the §7.3 cap, so that a frame the new
 	// transport loses is resent within a second rather than after the old path's backoff.
 	c.rtt.progress()
-	for s := c.baseSeq; s < c.nextSeq; s++ {
-		if f := c.unacked[s]; f != nil {
-			c.timingRemove(f)
-			f.queued = true
-			c.sendQ = append(c.sendQ, f)
-		}
-	}
-	c.writerWake.notify()
+	c.queueWindow()
 	c.mu.Unlock()
 	if old != nil {
 		old.end()
@@ -462,13 +456,39 @@ func (c *Channel) kick() {
 	}
 }
 
-// resume clears a pause (§10.1: start_publication, inbound data or ack). Called with mu held.
+// resume clears a pause (§10.1: start_publication, inbound data or ack). The peer is back: with
+// ResendRandom the whole window goes out again at once; otherwise frames are resent as their timeouts
+// expire. Called with mu held.
 func (c *Channel) resume() {
 	if c.paused {
 		c.paused = false
+		if c.cfg.ResendOrder == ResendRandom {
+			c.queueWindow()
+		}
 		c.writerWake.notify()
 		c.kick()
 	}
+}
+
+// queueWindow replaces the send queue with every unacknowledged frame, written or not: in sequence order,
+// or shuffled for ResendRandom. Frames leave the timing list until written again. Called with mu held.
+func (c *Channel) queueWindow() {
+	for _, f := range c.sendQ {
+		f.queued = false
+		c.maybeRelease(f)
+	}
+	c.sendQ = c.sendQ[:0]
+	for s := c.baseSeq; s < c.nextSeq; s++ {
+		if f := c.unacked[s]; f != nil {
+			c.timingRemove(f)
+			f.queued = true
+			c.sendQ = append(c.sendQ, f)
+		}
+	}
+	if c.cfg.ResendOrder == ResendRandom {
+		rand.Shuffle(len(c.sendQ), func(i, j int) { c.sendQ[i], c.sendQ[j] = c.sendQ[j], c.sendQ[i] })
+	}
+	c.writerWake.notify()
 }
 
 // maybeRelease returns an acknowledged frame's buffer to the pool once no writer uses it. Called with mu held.
@@ -786,6 +806,18 @@ func (c *Channel) handleAck(seq int64) {
 // the drop below. Frames held out of order are acknowledged at once (they wait for a gap, not for the
 // consumer), duplicates of delivered frames too (their ack was lost, §11.3); a duplicate of a frame still
 // waiting for the consumer is ignored, since its ack follows on delivery.
+//
+// The out-of-order store never evicts: its frames were acknowledged when stored (§7.2, like both official
+// peers), so the peer has forgotten them and an evicted frame would be a hole in the stream for good.
+// Instead nothing is stored that could crowd out a nearer frame: a frame is held only within the horizon,
+// at most MaxOutOfOrderFrames ahead of expected and no further than the byte bound can hold at the largest
+// frame cost received so far (horizon). The store only ever holds frames in [expected, expected+horizon],
+// at most horizon+1 of them, each no larger than that cost, so every frame within the horizon fits; one
+// beyond it is dropped without an ack and resent by the peer once expected has moved up. Without the
+// horizon, frames far ahead filled the store after a reconnect whose peer resent its window in random
+// order, and the next expected frames were dropped round after round (issue 9). The store can still be
+// full after the peer's frames grew larger than any before (the horizon shrank under frames already held);
+// then a frame is dropped without an ack like any frame that does not fit.
 func (c *Channel) handleData(m *message.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -794,7 +826,16 @@ func (c *Channel) handleData(m *message.Message) {
 	}
 	c.resume()
 	cost := message.HeaderSize + len(m.Payload)
-	switch seq := m.SequenceNumber; {
+	c.maxRecvCost = max(c.maxRecvCost, cost)
+	seq := m.SequenceNumber
+	if _, held := c.ooo[seq]; held {
+		// Held, and acknowledged when stored: its ack was lost (§11.3). The expected frame itself may be held
+		// here while the receive queue is full.
+		c.stats.Duplicates++
+		c.queueAck(seq, m.MessageID)
+		return
+	}
+	switch {
 	case seq < c.expected:
 		c.stats.Duplicates++
 		if seq >= c.delivered {
@@ -811,21 +852,23 @@ func (c *Channel) handleData(m *message.Message) {
 		c.enqueue(recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost, seq: seq, ackOwed: true, id: m.MessageID})
 		c.expected++
 		c.drainOutOfOrder()
+	case seq-c.expected > c.horizon():
+		c.stats.DroppedBeyondHorizon++ // not held, not acked: resent by the peer once expected moved up
+	case c.oooBytes+cost > c.cfg.OutOfOrderBytes:
+		c.stats.DroppedFull++
 	default:
-		if _, dup := c.ooo[seq]; dup {
-			c.stats.Duplicates++
-			c.queueAck(seq, m.MessageID)
-			return
-		}
-		if c.oooBytes+cost > c.cfg.OutOfOrderBytes {
-			c.stats.DroppedFull++
-			return
-		}
 		c.ooo[seq] = recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost, seq: seq}
 		c.oooBytes += cost
 		c.stats.OutOfOrder++
 		c.queueAck(seq, m.MessageID)
 	}
+}
+
+// horizon is how far ahead of expected a frame may be and still be held: MaxOutOfOrderFrames, and no more
+// than OutOfOrderBytes holds at the largest frame cost received (one slot is for the expected frame, which
+// waits in the store while the receive queue is full). Called with mu held.
+func (c *Channel) horizon() int64 {
+	return min(int64(c.cfg.MaxOutOfOrderFrames), int64(c.cfg.OutOfOrderBytes/c.maxRecvCost)-1)
 }
 
 func clone(p []byte) []byte {

@@ -64,10 +64,41 @@ const (
 	// dropped without an ack and the peer retransmits them (§7.2): the reader never blocks, so acks of our own
 	// frames keep flowing even when the local consumer is slow (unlike the plugin's head-of-line stall, §9.4).
 	DefaultReceiveBufferBytes = 1 << 20
-	// DefaultOutOfOrderBytes bounds frames received ahead of the expected sequence number. Beyond it they are
-	// dropped without an ack (§7.2) and recovered by retransmission.
-	DefaultOutOfOrderBytes = 1 << 20
+	// DefaultOutOfOrderBytes bounds frames held ahead of the expected sequence number (encoded size, headers
+	// included). 12 MiB holds DefaultMaxOutOfOrderFrames of the service's 1 KiB frames, 10,001 × (1,024 +
+	// 120) B = 11.4 MB (the expected frame itself may wait here too while the receive queue is full), so at
+	// the agent's frame size the frame limit, not the byte bound, is the horizon: a peer that resends its
+	// whole window at once in any order after a reconnect (§14) is recovered in one round. It is a bound,
+	// not an allocation: the store is empty unless frames arrive out of order.
+	DefaultOutOfOrderBytes = 12 << 20
+	// DefaultMaxOutOfOrderFrames is the official plugin's IncomingMessageBufferCapacity (§7.3): the farthest
+	// ahead of the expected sequence number a frame may be and still be held.
+	DefaultMaxOutOfOrderFrames = 10_000
 )
+
+// ResendOrder is the order in which a Channel resends its unacknowledged frames after a reconnect: on
+// Attach, and when a pause of publication ends (the relay's peer came back, §10.1).
+type ResendOrder int
+
+const (
+	// ResendInOrder resends oldest first, in sequence order, like the real agent (§14); after a pause, frames
+	// are resent as their retransmission timeouts expire. The default.
+	ResendInOrder ResendOrder = iota
+	// ResendRandom resends the whole unacknowledged window at once, in random order, after every Attach
+	// and every pause, as another correct implementation may (§14). It exists so that the emulator can
+	// play such a peer; a receiver must recover from it within seconds.
+	ResendRandom
+)
+
+func (o ResendOrder) String() string {
+	switch o {
+	case ResendInOrder:
+		return "in-order"
+	case ResendRandom:
+		return "random"
+	}
+	return fmt.Sprintf("ResendOrder(%d)", int(o))
+}
 
 // Clock is the time source of a Channel, injectable so tests of the RTO estimator and the rate limiter run
 // on virtual time instead of the wall clock.
@@ -131,8 +162,15 @@ type Config struct {
 	MaxInFlightBytes int
 	// ReceiveBufferBytes bounds in-order payload bytes waiting for Receive. Default 1 MiB.
 	ReceiveBufferBytes int
-	// OutOfOrderBytes bounds payload bytes held ahead of the expected sequence number. Default 1 MiB.
+	// OutOfOrderBytes bounds the encoded size of frames held ahead of the expected sequence number.
+	// Default 12 MiB (DefaultOutOfOrderBytes).
 	OutOfOrderBytes int
+	// MaxOutOfOrderFrames is the horizon: a frame further than this ahead of the expected sequence number is
+	// dropped without being held or acknowledged, and so is one further than the byte bound could hold at
+	// the largest frame size received (see handleData). Default 10,000 (DefaultMaxOutOfOrderFrames).
+	MaxOutOfOrderFrames int
+	// ResendOrder is how unacknowledged frames are resent after a reconnect. Default ResendInOrder.
+	ResendOrder ResendOrder
 	// Logger receives debug logs of protocol oddities (unknown types, bad frames). Default: discard.
 	Logger *slog.Logger
 	// Clock is the time source. Default: the wall clock.
@@ -159,8 +197,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Burst %d must hold at least one payload (MaxPayloadSize %d)",
 			ErrInvalidConfig, d.Burst, d.MaxPayloadSize)
 	}
-	if c.MaxInFlightBytes < 0 || c.ReceiveBufferBytes < 0 || c.OutOfOrderBytes < 0 {
+	if c.MaxInFlightBytes < 0 || c.ReceiveBufferBytes < 0 || c.OutOfOrderBytes < 0 || c.MaxOutOfOrderFrames < 0 {
 		return fmt.Errorf("%w: buffer sizes must not be negative", ErrInvalidConfig)
+	}
+	if c.ResendOrder != ResendInOrder && c.ResendOrder != ResendRandom {
+		return fmt.Errorf("%w: ResendOrder %v must be ResendInOrder or ResendRandom", ErrInvalidConfig, c.ResendOrder)
 	}
 	if d.MaxInFlightBytes < message.HeaderSize+d.MaxPayloadSize {
 		return fmt.Errorf("%w: MaxInFlightBytes %d must hold at least one full frame (%d bytes)",
@@ -184,6 +225,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OutOfOrderBytes == 0 {
 		c.OutOfOrderBytes = DefaultOutOfOrderBytes
+	}
+	if c.MaxOutOfOrderFrames == 0 {
+		c.MaxOutOfOrderFrames = DefaultMaxOutOfOrderFrames
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

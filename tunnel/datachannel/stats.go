@@ -19,6 +19,10 @@ type Stats struct {
 	OutOfOrder uint64
 	// DroppedFull counts data frames dropped without an ack because a receive buffer was full.
 	DroppedFull uint64
+	// DroppedBeyondHorizon counts data frames dropped without an ack because they were further ahead of the
+	// expected sequence number than the out-of-order store holds (Config.MaxOutOfOrderFrames); the peer
+	// resends them once the expected ones arrived.
+	DroppedBeyondHorizon uint64
 	// BadFrames counts frames that failed to decode (§5) or had invalid payloads; they are dropped.
 	BadFrames uint64
 	// UnknownFrames counts frames of message types this role ignores.
