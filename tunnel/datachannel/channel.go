@@ -101,11 +101,12 @@ type Channel struct {
 
 	sendSem chan struct{} // serialises Send (a semaphore, so waiting honours ctx): one call's frames are consecutive
 
-	mu     sync.Mutex
-	err    error
-	cur    *attachment
-	paused bool
-	stats  Stats
+	mu          sync.Mutex
+	err         error
+	cur         *attachment
+	paused      bool
+	pausedSince time.Time // when paused became true; zero while not paused
+	stats       Stats
 
 	// Send side (§7.1, §7.3).
 	nextSeq    int64
@@ -438,7 +439,7 @@ func (c *Channel) Stats() Stats {
 	s.InFlightBytes = c.inflight
 	s.InFlightFrames = len(c.unacked)
 	s.SRTT, s.RTTVar, s.RTO = c.rtt.srtt, c.rtt.rttvar, c.rtt.effective()
-	s.Paused = c.paused
+	s.Paused, s.PausedSince = c.paused, c.pausedSince
 	return s
 }
 
@@ -462,6 +463,7 @@ func (c *Channel) kick() {
 func (c *Channel) resume() {
 	if c.paused {
 		c.paused = false
+		c.pausedSince = time.Time{}
 		if c.cfg.ResendOrder == ResendRandom {
 			c.queueWindow()
 		}
@@ -757,7 +759,9 @@ func (c *Channel) handleFrame(frame []byte) {
 		c.mu.Unlock()
 	case message.PausePublication:
 		c.mu.Lock()
-		c.paused = true
+		if !c.paused {
+			c.paused, c.pausedSince = true, c.clock.Now()
+		}
 		c.mu.Unlock()
 	case message.AgentSessionState:
 		// §6.1: meant for the relay; ignored.

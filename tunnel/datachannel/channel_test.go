@@ -825,3 +825,87 @@ func TestRandomOrderResendRecovers(t *testing.T) {
 		t.Errorf("recovery took %v, want seconds", took)
 	}
 }
+
+// TestOutOfOrderHorizon: a frame is held (and acknowledged, §7.2) only within the horizon:
+// MaxOutOfOrderFrames ahead of the expected one, and no further than the byte bound holds at the largest
+// frame received. Beyond it the frame is dropped without an ack and counted, and the peer resends it.
+func TestOutOfOrderHorizon(t *testing.T) {
+	const frame = message.HeaderSize + DefaultMaxPayloadSize
+	ch, peer := rawPair(t, Config{Role: RoleClient, MaxOutOfOrderFrames: 5, OutOfOrderBytes: 10 * frame})
+	kib := make([]byte, DefaultMaxPayloadSize)
+	peer.sendData(6, message.PayloadOutput, kib) // 6 ahead of expected 0: beyond the 5-frame horizon
+	peer.sendData(5, message.PayloadOutput, kib) // at the horizon: held and acknowledged
+	if s := ackSeq(t, peer.read()); s != 5 {
+		t.Fatalf("ack of seq %d, want 5 (6 is beyond the horizon and must not be acknowledged)", s)
+	}
+	if s := ch.Stats(); s.DroppedBeyondHorizon != 1 || s.OutOfOrder != 1 {
+		t.Fatalf("stats %+v, want 1 dropped beyond the horizon and 1 held", s)
+	}
+	// Frames four times the size: the 10-frame byte bound now holds only 2 of them, one slot being the
+	// expected frame's, so the horizon is 1.
+	big := make([]byte, 4*frame-message.HeaderSize)
+	peer.sendData(3, message.PayloadOutput, big)
+	peer.sendData(1, message.PayloadOutput, big)
+	if s := ackSeq(t, peer.read()); s != 1 {
+		t.Fatalf("ack of seq %d, want 1 (3 is beyond the shrunken horizon)", s)
+	}
+	if s := ch.Stats(); s.DroppedBeyondHorizon != 2 || s.OutOfOrder != 2 {
+		t.Fatalf("stats %+v, want 2 dropped beyond the horizon and 2 held", s)
+	}
+	// The expected frame arrives: 0 and 1 are delivered; 5, held since before, follows once 2–4 do.
+	peer.sendData(0, message.PayloadOutput, []byte("x"))
+	ctx := context.Background()
+	for _, want := range []int{1, len(big)} {
+		if _, p, err := ch.Receive(ctx); err != nil || len(p) != want {
+			t.Fatalf("Receive = %d bytes, %v; want %d", len(p), err, want)
+		}
+	}
+	for seq := int64(2); seq <= 4; seq++ {
+		peer.sendData(seq, message.PayloadOutput, []byte{byte(seq)})
+	}
+	for _, want := range []int{1, 1, 1, len(kib)} {
+		if _, p, err := ch.Receive(ctx); err != nil || len(p) != want {
+			t.Fatalf("Receive = %d bytes, %v; want %d", len(p), err, want)
+		}
+	}
+}
+
+// TestPausedSince: Stats.PausedSince is when publication was paused, kept through repeated
+// pause_publication, and zero once the pause ends (start_publication, or inbound data or ack, §10.1).
+func TestPausedSince(t *testing.T) {
+	clk := newFakeClock()
+	ch, peer := rawPair(t, Config{Role: RoleClient, Clock: clk})
+	if s := ch.Stats(); s.Paused || !s.PausedSince.IsZero() {
+		t.Fatalf("before any pause: %+v", s)
+	}
+	pause := func() { peer.write(message.Message{Type: message.PausePublication, MessageID: message.NewID()}) }
+	pause()
+	waitFor(t, "pause", func() bool { return ch.Stats().Paused })
+	since := clk.Now()
+	if s := ch.Stats(); !s.PausedSince.Equal(since) {
+		t.Fatalf("PausedSince %v, want %v", s.PausedSince, since)
+	}
+	clk.Advance(5 * time.Second)
+	pause() // the service repeating itself does not restart the pause
+	// Frames are handled in order: once the unknown one after it was counted, the repeated pause was seen.
+	peer.write(message.Message{Type: "not_a_type", MessageID: message.NewID()})
+	waitFor(t, "the frame after the repeated pause", func() bool { return ch.Stats().UnknownFrames == 1 })
+	if s := ch.Stats(); !s.Paused || !s.PausedSince.Equal(since) {
+		t.Fatalf("after a repeated pause_publication: Paused %v PausedSince %v, want the first pause's %v", s.Paused, s.PausedSince, since)
+	}
+	peer.write(message.Message{Type: message.StartPublication, MessageID: message.NewID()})
+	waitFor(t, "start_publication", func() bool { return !ch.Stats().Paused })
+	if s := ch.Stats(); !s.PausedSince.IsZero() {
+		t.Fatalf("after start_publication PausedSince %v, want zero", s.PausedSince)
+	}
+	pause()
+	waitFor(t, "second pause", func() bool { return ch.Stats().Paused })
+	if s := ch.Stats(); !s.PausedSince.Equal(clk.Now()) {
+		t.Fatalf("second pause PausedSince %v, want %v", s.PausedSince, clk.Now())
+	}
+	peer.sendData(0, message.PayloadOutput, []byte("data ends a pause"))
+	waitFor(t, "inbound data", func() bool { return !ch.Stats().Paused })
+	if s := ch.Stats(); !s.PausedSince.IsZero() {
+		t.Fatalf("after inbound data PausedSince %v, want zero", s.PausedSince)
+	}
+}

@@ -35,6 +35,9 @@ type Stats struct {
 	// estimate with its backoff, at most MaxTransmissionTimeout while acks make progress and growing up to
 	// MaxRetransmitBackoff while they do not.
 	SRTT, RTTVar, RTO time.Duration
-	// Paused reports whether the service paused publication (§10.1).
+	// Paused reports whether the service paused publication (§10.1): data frames are held, acks still flow.
 	Paused bool
+	// PausedSince is when the current pause began, zero while not paused. A pause that lasts means the peer
+	// is gone while the transport looks up, so an owner can count a long one as a stall.
+	PausedSince time.Time
 }
