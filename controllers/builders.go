@@ -173,7 +173,13 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 	if pf.Spec.RoleARN != "" {
 		args = append(args, "--role-arn", pf.Spec.RoleARN)
 	}
+	if n := maxConnections(pf); n > 0 {
+		args = append(args, "--max-connections", strconv.Itoa(int(n)))
+	}
 	return append(args,
+		// A tunnel pod never exits for a session the service ended or could not start: it replaces the
+		// session at once and waits NotReady (reason on /readyz) while its target is unreachable.
+		"--reconnect", "eager", "--retry-start",
 		"--reason", fmt.Sprintf("ssmtunnel PortForward %s/%s", pf.Namespace, pf.Name),
 		"--health-addr", fmt.Sprintf(":%d", healthPort),
 		"--metrics-addr", fmt.Sprintf(":%d", metricsPort),
@@ -218,6 +224,29 @@ func sessionReceiveBuffer(pf *v1alpha1.PortForward) int64 {
 		return 0
 	}
 	return max(b, minSessionBuffer)
+}
+
+// connectionMemory is what the tunnel budgets per open connection (idle ones take about 8 KiB, busy ones
+// borrow a 32 KiB copy buffer for each read); connections get a quarter of the memory limit.
+const connectionMemory = 16 << 10
+
+// maxConnections is the tunnel's --max-connections for pf: spec.maxConnections, else a quarter of the
+// container's memory limit at connectionMemory each, divided over the ports (at least 64), else 0
+// (unlimited) when the container has no memory limit.
+func maxConnections(pf *v1alpha1.PortForward) int32 {
+	if pf.Spec.MaxConnections != nil {
+		return *pf.Spec.MaxConnections
+	}
+	limit := defaultMemoryLimit
+	if r := pf.Spec.PodTemplate.Resources; r != nil {
+		q, ok := r.Limits[corev1.ResourceMemory]
+		if !ok {
+			return 0
+		}
+		limit = q
+	}
+	n := limit.Value() / 4 / connectionMemory / int64(max(len(pf.Spec.Ports), 1))
+	return int32(min(max(n, 64), 1000000))
 }
 
 // defaultMemoryLimit is the tunnel container's memory limit unless the PortForward sets resources.

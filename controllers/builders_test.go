@@ -18,6 +18,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ssmtunnel/ssmtunnel/api/v1alpha1"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 )
 
 var quantityCmp = cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })
@@ -92,6 +94,7 @@ func wantPodSpec() *corev1ac.PodSpecApplyConfiguration {
 			WithCommand("/ssmtunnel").
 			WithArgs("forward", "i-0123456789abcdef0", "10000:5432", "--address", "0.0.0.0",
 				"--region", "eu-west-1", "--sessions", "1",
+				"--max-connections", "2048", "--reconnect", "eager", "--retry-start",
 				"--reason", "ssmtunnel PortForward apps/db",
 				"--health-addr", ":8081", "--metrics-addr", ":8080", "--drain-timeout", "20s").
 			WithPorts(
@@ -198,7 +201,8 @@ func TestDesiredDeployment(t *testing.T) {
 			want: func(p *corev1ac.PodSpecApplyConfiguration) {
 				container(p).Args = []string{"forward", "i-0123456789abcdef0", "10000:5432", "--address", "0.0.0.0",
 					"--remote-host", "db.internal", "--region", "us-east-2", "--document", "Custom-Doc", "--sessions", "3",
-					"--role-arn", "arn:aws:iam::123456789012:role/tunnel",
+					"--role-arn", "arn:aws:iam::123456789012:role/tunnel", "--max-connections", "2048",
+					"--reconnect", "eager", "--retry-start",
 					"--reason", "ssmtunnel PortForward apps/db",
 					"--health-addr", ":8081", "--metrics-addr", ":8080", "--drain-timeout", "20s"}
 			},
@@ -219,6 +223,7 @@ func TestDesiredDeployment(t *testing.T) {
 			want: func(p *corev1ac.PodSpecApplyConfiguration) {
 				c := container(p)
 				c.Args = append(c.Args[:3:3], append([]string{"10001:8080"}, c.Args[3:]...)...)
+				c.Args = withArg(c.Args, "--max-connections", "1024") // the budget is shared by the ports
 				c.Ports = append([]corev1ac.ContainerPortApplyConfiguration{c.Ports[0],
 					*corev1ac.ContainerPort().WithName("http").WithContainerPort(10001).WithProtocol(corev1.ProtocolTCP)}, c.Ports[1:]...)
 			},
@@ -259,6 +264,7 @@ func TestDesiredDeployment(t *testing.T) {
 			},
 			want: func(p *corev1ac.PodSpecApplyConfiguration) {
 				container(p).Resources = corev1ac.ResourceRequirements().WithRequests(corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")})
+				container(p).Args = withArg(container(p).Args, "--max-connections", "") // no memory limit to fit
 				p.Affinity = corev1ac.Affinity().WithNodeAffinity(corev1ac.NodeAffinity().WithRequiredDuringSchedulingIgnoredDuringExecution(
 					corev1ac.NodeSelector().WithNodeSelectorTerms(corev1ac.NodeSelectorTerm().WithMatchExpressions(
 						corev1ac.NodeSelectorRequirement().WithKey("zone").WithOperator(corev1.NodeSelectorOpIn).WithValues("a")))))
@@ -280,6 +286,7 @@ func TestDesiredDeployment(t *testing.T) {
 				c := container(p)
 				c.Args = []string{"forward", "i-0123456789abcdef0", "10000:5432", "10001:6001", "10002:6002", "--address", "0.0.0.0",
 					"--region", "eu-west-1", "--sessions", "2", "--session-receive-buffer", "10Mi",
+					"--max-connections", "682", "--reconnect", "eager", "--retry-start",
 					"--reason", "ssmtunnel PortForward apps/db",
 					"--health-addr", ":8081", "--metrics-addr", ":8080", "--drain-timeout", "20s"}
 				c.Ports = append([]corev1ac.ContainerPortApplyConfiguration{c.Ports[0],
@@ -534,5 +541,68 @@ func TestPickInstance(t *testing.T) {
 		if got := pickInstance(tc.current, tc.online); got != tc.want {
 			t.Errorf("pickInstance(%q, %v) = %q, want %q", tc.current, tc.online, got, tc.want)
 		}
+	}
+}
+
+// withArg sets flag's value in args, or removes the flag when value is empty.
+func withArg(args []string, flag, value string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag && i+1 < len(args) {
+			if value != "" {
+				out = append(out, flag, value)
+			}
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+func TestMaxConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(*v1alpha1.PortForward)
+		want int32
+	}{
+		{name: "default limit, one port", want: 2048},
+		{name: "explicit", mut: func(pf *v1alpha1.PortForward) { pf.Spec.MaxConnections = ptr.To[int32](10) }, want: 10},
+		{name: "larger limit", mut: func(pf *v1alpha1.PortForward) {
+			pf.Spec.PodTemplate.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
+		}, want: 16384},
+		{name: "tiny limit keeps a floor", mut: func(pf *v1alpha1.PortForward) {
+			pf.Spec.PodTemplate.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Mi")}}
+		}, want: 64},
+		{name: "no memory limit: unlimited", mut: func(pf *v1alpha1.PortForward) {
+			pf.Spec.PodTemplate.Resources = &corev1.ResourceRequirements{}
+		}, want: 0},
+	} {
+		pf := basePF()
+		if tc.mut != nil {
+			tc.mut(pf)
+		}
+		if got := maxConnections(pf); got != tc.want {
+			t.Errorf("%s: maxConnections = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The pod's grace period covers what a tunnel does after SIGTERM: the preStop delay, the drain, then
+// ending its sessions and resetting what is left (portforward.MaxShutdownAfterDrain).
+func TestGracePeriodCoversTunnelShutdown(t *testing.T) {
+	if terminationMargin < portforward.MaxShutdownAfterDrain {
+		t.Fatalf("terminationMargin %s < the tunnel's shutdown after the drain %s", terminationMargin, portforward.MaxShutdownAfterDrain)
+	}
+	opts := testOpts
+	opts.DrainTimeout = 45 * time.Second
+	d := desiredDeployment(basePF(), "i-0123456789abcdef0", opts)
+	grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	if need := preStopDelay + opts.DrainTimeout + portforward.MaxShutdownAfterDrain; grace < need {
+		t.Errorf("terminationGracePeriodSeconds %s < preStop %s + drain %s + shutdown %s", grace, preStopDelay, opts.DrainTimeout, portforward.MaxShutdownAfterDrain)
+	}
+	args := d.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "45s") {
+		t.Errorf("the tunnel's --drain-timeout does not match the grace period's drain: %v", args)
 	}
 }

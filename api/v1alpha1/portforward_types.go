@@ -113,6 +113,12 @@ type PortForwardSpec struct {
 	// +kubebuilder:validation:Maximum=8
 	SessionsPerReplica *int32 `json:"sessionsPerReplica,omitempty"`
 
+	// maxConnections is the most connections each tunnel pod carries at once per port; connections beyond it are reset at once, so no client can exhaust the pod's memory for the others. Defaults to what fits a quarter of the tunnel container's memory limit at 16 KiB per connection, divided over the ports (2048 for one port under the default 128Mi), and to unlimited when the container has no memory limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxConnections *int32 `json:"maxConnections,omitempty"`
+
 	// serviceAccountName is the ServiceAccount of the tunnel pods, carrying their AWS identity through IRSA or
 	// EKS Pod Identity. Defaults to the operator's default tunnel ServiceAccount, which the operator creates
 	// in the namespace.

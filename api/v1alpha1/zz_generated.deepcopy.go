@@ -197,6 +197,11 @@ func (in *PortForwardSpec) DeepCopyInto(out *PortForwardSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.MaxConnections != nil {
+		in, out := &in.MaxConnections, &out.MaxConnections
+		*out = new(int32)
+		**out = **in
+	}
 	if in.AllowedClients != nil {
 		in, out := &in.AllowedClients, &out.AllowedClients
 		*out = make([]ClientPeer, len(*in))
