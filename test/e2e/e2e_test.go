@@ -164,6 +164,7 @@ func TestE2E(t *testing.T) {
 		{"Setup", s.setup},
 		{"PortForwardBecomesReady", s.portForwardBecomesReady},
 		{"HundredConcurrentByteExactRequests", s.hundredConcurrentRequests},
+		{"IdleClosesKeepTunnelReadyWithoutRestarts", s.idleTimeout},
 		{"TunnelPodDeletionKeepsServiceAnswering", s.podDeletion},
 		{"SpecChangeRollsPodsAndNewPortAnswers", s.specChange},
 		{"ScaleSubresource", s.scale},

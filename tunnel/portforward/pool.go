@@ -182,7 +182,6 @@ type slot struct {
 	stallAcks     uint64
 	stallSince    time.Time
 	downSince     time.Time // the session has been resuming since (Config.PartitionTimeout)
-	pausedSince   time.Time // the service has paused publication since (§10.1)
 }
 
 func (s *slot) availableLocked() bool {
@@ -325,6 +324,8 @@ func (s *slot) replace(sess *session.Session, why endReason) {
 	s.pool.notify()
 	if why != endBasicDone {
 		s.log.Warn("Replacing the session", "port", s.port.String(), "slot", s.idx, "session", sess.ID(), "reason", why.String())
+		// Its connections cannot be carried any more: reset them now rather than after the goodbye.
+		s.abortAll(resetSessionLost)
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), replaceTerminateTimeout)
@@ -452,7 +453,7 @@ func (s *slot) uninstall(sess *session.Session) endReason {
 	s.smu.Lock()
 	s.base = addStats(s.base, st)
 	s.baseResumes += sess.Resumes()
-	s.downSince, s.pausedSince = time.Time{}, time.Time{}
+	s.downSince = time.Time{}
 	s.smu.Unlock()
 	s.pool.notify()
 	return why
@@ -552,12 +553,7 @@ func (s *slot) checkStall(now time.Time) {
 	case now.Sub(s.stallSince) >= s.f.cfg.StallTimeout:
 		stalled = true
 	}
-	switch {
-	case !st.Paused:
-		s.pausedSince = time.Time{}
-	case s.pausedSince.IsZero():
-		s.pausedSince = now
-	case now.Sub(s.pausedSince) >= s.f.cfg.StallTimeout:
+	if !st.PausedSince.IsZero() && now.Sub(st.PausedSince) >= s.f.cfg.StallTimeout {
 		stalled = true
 	}
 	resuming := sess.State() == session.StateResuming

@@ -353,3 +353,41 @@ func TestBasicModeServesParallelConnections(t *testing.T) {
 	}
 }
 
+
+// A session that keeps resuming (here: ResumeSession never answers) is given up after PartitionTimeout:
+// its connections are reset so clients reconnect, and a new session serves the port.
+func TestPartitionResetsConnectionsAndReplacesSession(t *testing.T) {
+	ln := testutil.EchoServer(t)
+	gate := make(chan struct{}) // never opened: every ResumeSession hangs until its context ends
+	h := startHarness(t, harnessOpts{
+		emu: emulator.Config{Pacing: emulator.PacingNone},
+		pf: portforward.Config{Ports: []portforward.PortPair{{Remote: testutil.Port(ln)}}, PartitionTimeout: time.Second,
+			ReconnectJitter: -1},
+		wrapAPI: func(a session.API) session.API { return &gatedAPI{API: a, gate: gate} },
+	})
+	c := h.dial(0)
+	defer c.Close()
+	if err := echoRoundTrip(c, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	first := h.fwd.Sessions()[0].SessionID
+	if err := h.emu.DropClient(first); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, c); !isReset(err) {
+		t.Fatalf("connection on the partitioned session ended with %v, want a reset", err)
+	}
+	testutil.WaitFor(t, "a new session", 30*time.Second, func() bool {
+		s := h.fwd.Sessions()[0]
+		return s.SessionID != first && s.State == session.StateReady
+	})
+	c2 := h.dial(0)
+	defer c2.Close()
+	if err := echoRoundTrip(c2, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.fwd.Ports()[0].SessionEnds["partition"]; got != 1 {
+		t.Errorf("partition ends = %d, want 1 (%v)", got, h.fwd.Ports()[0].SessionEnds)
+	}
+}
