@@ -25,6 +25,10 @@ import (
 const (
 	// DefaultAgentVersion is a current agent: mux mode, keepalive decided by the client version (§9.2).
 	DefaultAgentVersion = "3.3.987.0"
+	// RemoteHostDenylistAgentVersion is the first agent that refuses loopback and the container credential
+	// endpoints (RemoteHostDenied) as the host of AWS-StartPortForwardingSessionToRemoteHost (§14). Older
+	// agents, DefaultAgentVersion among them, allow whatever AllowedDestinations allows.
+	RemoteHostDenylistAgentVersion = "3.3.4851.0"
 	// DefaultHandshakeTimeout is the real agent's wait for the HandshakeResponse (§8.1).
 	DefaultHandshakeTimeout = 15 * time.Second
 	// DefaultDialTimeout bounds each destination dial.
@@ -41,6 +45,9 @@ var (
 	ErrDestinationForbidden = errors.New("agent: forwarding to this destination is forbidden")
 	// ErrInvalidConfig wraps Config.Validate failures.
 	ErrInvalidConfig = errors.New("agent: invalid config")
+	// ErrNotMultiplexed is returned by Injector.Inject while the session carries no smux stream: before the
+	// handshake completed, in basic mode, or after the session ended.
+	ErrNotMultiplexed = errors.New("agent: the session is not running in multiplexed mode")
 )
 
 // Dialer opens destination connections; *net.Dialer satisfies it. Injectable for tests.
@@ -67,6 +74,9 @@ type Config struct {
 	Resolver Resolver
 	// Dialer, default a *net.Dialer.
 	Dialer Dialer
+	// Injector, when set, lets the caller write raw bytes into the session's smux byte stream toward the
+	// client while the session runs in mux mode (fault injection; see Injector).
+	Injector *Injector
 	// Logger, default discard.
 	Logger *slog.Logger
 }
@@ -84,6 +94,18 @@ var DeniedDestinations = []netip.Addr{
 	netip.MustParseAddr("fd00:ec2::123"),
 	netip.MustParseAddr("fd00:ec2::250"),
 	netip.MustParseAddr("fd00:ec2::251"),
+}
+
+// RemoteHostDenied are the destinations an agent of RemoteHostDenylistAgentVersion or later refuses when they
+// come from the document's host parameter (§14): the instance's own loopback, which
+// AWS-StartPortForwardingSession reaches by design, and the ECS and EKS container credential endpoints.
+// The real agent checks them after normalising IP notations, as resolveDestination does.
+var RemoteHostDenied = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("169.254.170.2/32"),  // ECS task metadata and credentials
+	netip.MustParsePrefix("169.254.170.23/32"), // EKS Pod Identity
+	netip.MustParsePrefix("fd00:ec2::23/128"),  // EKS Pod Identity, IPv6
 }
 
 // Validate reports configuration errors.
@@ -181,18 +203,21 @@ func lenientVersion(s string) message.Version {
 	return v
 }
 
-// Policy decides which destination addresses a session may reach (§9.1).
+// Policy decides which destination addresses a session may reach (§9.1, §14).
 type policy struct {
 	allowed []netip.Prefix
+	// remoteHost says the agent applies RemoteHostDenied: the address comes from the host parameter and
+	// the agent is RemoteHostDenylistAgentVersion or later.
+	remoteHost bool
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
-func newPolicy(allowed []netip.Prefix) policy {
+func newPolicy(allowed []netip.Prefix, remoteHost bool) policy {
 	if len(allowed) == 0 {
 		allowed = loopback
 	}
-	return policy{allowed: allowed}
+	return policy{allowed: allowed, remoteHost: remoteHost}
 }
 
 // check returns nil if addr may be dialled.
@@ -201,6 +226,14 @@ func (p policy) check(addr netip.Addr) error {
 	for _, d := range DeniedDestinations {
 		if addr == d {
 			return fmt.Errorf("%w: forwarding to IP address %s is forbidden (link-local service address)", ErrDestinationForbidden, addr)
+		}
+	}
+	if p.remoteHost {
+		for _, pr := range RemoteHostDenied {
+			if pr.Contains(addr) {
+				return fmt.Errorf("%w: forwarding to IP address %s is forbidden as the host parameter by agents %s and later (loopback or a container credential endpoint); use %s for ports on the instance itself",
+					ErrDestinationForbidden, addr, RemoteHostDenylistAgentVersion, "AWS-StartPortForwardingSession")
+			}
 		}
 	}
 	for _, pr := range p.allowed {
@@ -212,9 +245,12 @@ func (p policy) check(addr netip.Addr) error {
 }
 
 // resolveDestination resolves host once at session start, like the agent, and checks every address: one
-// denied address fails the session (§9.1).
+// denied address fails the session (§9.1). Without a host parameter the destination is the instance's
+// localhost (AWS-StartPortForwardingSession); with one, an agent of RemoteHostDenylistAgentVersion or later
+// also refuses RemoteHostDenied, the name localhost included (§14).
 func resolveDestination(ctx context.Context, cfg Config) ([]string, error) {
 	host := cfg.Properties.Host
+	remoteHost := host != "" && message.MustParseVersion(cfg.AgentVersion).Compare(message.MustParseVersion(RemoteHostDenylistAgentVersion)) >= 0
 	if host == "" {
 		host = "localhost"
 	}
@@ -222,8 +258,12 @@ func resolveDestination(ctx context.Context, cfg Config) ([]string, error) {
 	if err != nil || port == 0 {
 		return nil, fmt.Errorf("agent: portNumber %q is not a TCP port (1-65535)", cfg.Properties.PortNumber)
 	}
+	if remoteHost && isLocalhostName(host) {
+		return nil, fmt.Errorf("%w: forwarding to %s is forbidden as the host parameter by agents %s and later; use %s for ports on the instance itself",
+			ErrDestinationForbidden, host, RemoteHostDenylistAgentVersion, "AWS-StartPortForwardingSession")
+	}
 	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
+	if a, ok := parseHostAddr(host); ok {
 		addrs = []netip.Addr{a}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
@@ -236,7 +276,7 @@ func resolveDestination(ctx context.Context, cfg Config) ([]string, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("agent: destination host %q has no addresses", host)
 	}
-	pol := newPolicy(cfg.AllowedDestinations)
+	pol := newPolicy(cfg.AllowedDestinations, remoteHost)
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		if err := pol.check(a); err != nil {
@@ -245,6 +285,56 @@ func resolveDestination(ctx context.Context, cfg Config) ([]string, error) {
 		out = append(out, net.JoinHostPort(a.Unmap().String(), strconv.FormatUint(port, 10)))
 	}
 	return out, nil
+}
+
+// isLocalhostName reports whether host is the name localhost or a name under it, which resolve to loopback
+// (RFC 6761 §6.3), whatever the case and with or without the root's trailing dot.
+func isLocalhostName(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
+}
+
+// parseHostAddr reads host as an IP address in any notation the system's resolver accepts, so that no
+// spelling of a denied address slips past the policy: IPv6 with or without brackets (and IPv4-mapped forms,
+// which check unmaps), and the inet_aton forms of IPv4 (decimal, octal with a leading 0, hex with 0x, in
+// one to four parts: 127.1, 0x7f000001, 2130706433, 0177.0.0.1).
+func parseHostAddr(host string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+		return a, true
+	}
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	vals := make([]uint64, len(parts))
+	for i, p := range parts {
+		base := 10
+		switch {
+		case len(p) > 2 && (p[:2] == "0x" || p[:2] == "0X"):
+			p, base = p[2:], 16
+		case len(p) > 1 && p[0] == '0':
+			p, base = p[1:], 8
+		}
+		v, err := strconv.ParseUint(p, base, 32)
+		if err != nil || p == "" || p[0] == '+' {
+			return netip.Addr{}, false
+		}
+		vals[i] = v
+	}
+	// All but the last part are one byte each; the last fills the remaining bytes.
+	var ip uint64
+	for i, v := range vals[:len(vals)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		ip |= v << (24 - 8*i)
+	}
+	last, bits := vals[len(vals)-1], 32-8*(len(vals)-1)
+	if last >= 1<<bits {
+		return netip.Addr{}, false
+	}
+	ip |= last
+	return netip.AddrFrom4([4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)}), true
 }
 
 // dial tries each resolved address in turn within one DialTimeout.
@@ -285,11 +375,28 @@ func Serve(ctx context.Context, ch *datachannel.Channel, cfg Config) error {
 		return err
 	}
 
-	clientVersion, took, err := handshake(ctx, ch, cfg)
+	var (
+		mode          Mode
+		keepAliveOff  bool
+		local, remote net.Conn
+	)
+	clientVersion, took, err := handshake(ctx, ch, cfg, func(clientVersion message.Version) {
+		mode, keepAliveOff = SelectMode(cfg.Properties, agentVersion, clientVersion)
+		if mode == ModeMux {
+			// The smux pipe exists before HandshakeComplete leaves, so that an Injector works as soon as the
+			// client's handshake has returned.
+			local, remote = net.Pipe()
+			cfg.Injector.set(remote)
+		}
+	})
 	if err != nil {
+		if local != nil {
+			_ = local.Close()
+			_ = remote.Close()
+			cfg.Injector.set(nil)
+		}
 		return err
 	}
-	mode, keepAliveOff := SelectMode(cfg.Properties, agentVersion, clientVersion)
 	log.Info("Port session started", "mode", mode.String(), "clientVersion", clientVersion.String(),
 		"smuxKeepAliveDisabled", keepAliveOff, "handshake", took)
 
@@ -298,14 +405,14 @@ func Serve(ctx context.Context, ch *datachannel.Channel, cfg Config) error {
 	defer cancel()
 	s := &session{parent: parent, ctx: ctx, cancel: cancel, ch: ch, cfg: cfg, log: log, addrs: addrs}
 	if mode == ModeMux {
-		return s.serveMux(keepAliveOff)
+		return s.serveMux(local, remote, keepAliveOff)
 	}
 	return s.serveBasic()
 }
 
 // handshake sends the HandshakeRequest, waits for the response (discarding data that arrives first, like
-// the agent) and sends HandshakeComplete (§8).
-func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (message.Version, time.Duration, error) {
+// the agent), calls accepted with the client's version and sends HandshakeComplete (§8).
+func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config, accepted func(message.Version)) (message.Version, time.Duration, error) {
 	start := time.Now()
 	params, err := json.Marshal(message.SessionTypeRequest{SessionType: message.SessionTypePort, Properties: cfg.Properties})
 	if err != nil {
@@ -339,6 +446,7 @@ func handshake(ctx context.Context, ch *datachannel.Channel, cfg Config) (messag
 		}
 		break
 	}
+	accepted(clientVersion)
 	took := time.Since(start)
 	done, err := json.Marshal(message.HandshakeComplete{HandshakeTimeToComplete: took, CustomerMessage: cfg.CustomerMessage})
 	if err != nil {

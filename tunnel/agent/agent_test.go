@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -446,4 +447,136 @@ func TestSmuxFrameSize(t *testing.T) {
 			t.Errorf("smuxFrameSize(%d) = %d, want %d", tc.payload, got, tc.want)
 		}
 	}
+}
+
+// staticResolver answers every lookup with the same addresses, so tests do not depend on /etc/hosts.
+type staticResolver []netip.Addr
+
+func (r staticResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return r, nil
+}
+
+// TestRemoteHostDenylist: agents from 3.3.4851.0 on refuse loopback (by any notation or as the name
+// localhost) and the ECS/EKS container credential endpoints as the host parameter, whatever the allow list
+// says (§14); the plain document's localhost stays allowed, and older agents allow what the list allows.
+func TestRemoteHostDenylist(t *testing.T) {
+	anyAddr := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	loop := staticResolver{netip.MustParseAddr("127.0.0.1")}
+	for _, tc := range []struct {
+		agent, host string
+		resolver    staticResolver
+		ok          bool
+	}{
+		{RemoteHostDenylistAgentVersion, "127.0.0.1", nil, false},
+		{RemoteHostDenylistAgentVersion, "127.9.8.7", nil, false},
+		{RemoteHostDenylistAgentVersion, "::1", nil, false},
+		{RemoteHostDenylistAgentVersion, "[::1]", nil, false},
+		{RemoteHostDenylistAgentVersion, "::ffff:127.0.0.1", nil, false},
+		{RemoteHostDenylistAgentVersion, "127.1", nil, false},
+		{RemoteHostDenylistAgentVersion, "0x7f000001", nil, false},
+		{RemoteHostDenylistAgentVersion, "2130706433", nil, false},
+		{RemoteHostDenylistAgentVersion, "0177.0.0.1", nil, false},
+		{RemoteHostDenylistAgentVersion, "localhost", nil, false},
+		{RemoteHostDenylistAgentVersion, "LocalHost.", nil, false},
+		{RemoteHostDenylistAgentVersion, "app.localhost", nil, false},
+		{RemoteHostDenylistAgentVersion, "loopback.example", loop, false}, // a name that resolves to loopback
+		{RemoteHostDenylistAgentVersion, "169.254.170.2", nil, false},
+		{RemoteHostDenylistAgentVersion, "169.254.170.23", nil, false},
+		{RemoteHostDenylistAgentVersion, "fd00:ec2::23", nil, false},
+		{RemoteHostDenylistAgentVersion, "169.254.169.254", nil, false}, // metadata: denied by every agent
+		{RemoteHostDenylistAgentVersion, "10.0.0.1", nil, true},
+		{RemoteHostDenylistAgentVersion, "", loop, true}, // AWS-StartPortForwardingSession: localhost by design
+		{"3.3.5000.0", "127.0.0.1", nil, false},
+		{DefaultAgentVersion, "127.0.0.1", nil, true},
+		{DefaultAgentVersion, "127.1", nil, true}, // normalised, then allowed as before
+		{DefaultAgentVersion, "localhost", loop, true},
+		{DefaultAgentVersion, "169.254.170.2", nil, true},
+		{"3.3.4850.0", "fd00:ec2::23", nil, true},
+	} {
+		cfg := Config{AgentVersion: tc.agent, Properties: message.PortParameters{PortNumber: "80", Host: tc.host}, AllowedDestinations: anyAddr}
+		if tc.resolver != nil {
+			cfg.Resolver = tc.resolver
+		}
+		cfg = cfg.withDefaults()
+		addrs, err := resolveDestination(context.Background(), cfg)
+		if tc.ok != (err == nil) || (!tc.ok && !errors.Is(err, ErrDestinationForbidden)) {
+			t.Errorf("agent %s host %q: addrs %v err %v, want ok=%v", tc.agent, tc.host, addrs, err, tc.ok)
+		}
+		if !tc.ok && err != nil && tc.host != "169.254.169.254" && !strings.Contains(err.Error(), RemoteHostDenylistAgentVersion) {
+			t.Errorf("agent %s host %q: error %q does not say which agents refuse it", tc.agent, tc.host, err)
+		}
+	}
+	if addrs, err := resolveDestination(context.Background(), Config{Properties: message.PortParameters{PortNumber: "80", Host: "0x7f.1"}}.withDefaults()); err != nil || len(addrs) != 1 || addrs[0] != "127.0.0.1:80" {
+		t.Errorf("old agent, host 0x7f.1: %v %v, want a dial of 127.0.0.1:80", addrs, err)
+	}
+}
+
+// TestRemoteHostDenylistServe: through a real channel pair, a new agent fails the session before the
+// handshake for a loopback host, as the real agent reports a forbidden destination (§9.1), while the same
+// agent forwards the plain document's localhost.
+func TestRemoteHostDenylistServe(t *testing.T) {
+	e := newEcho(t)
+	a, err := datachannel.New(datachannel.Config{Role: datachannel.RoleAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	props := lpf(e.port())
+	props.Host = "127.0.0.1"
+	err = Serve(context.Background(), a, Config{AgentVersion: RemoteHostDenylistAgentVersion, Properties: props})
+	if !errors.Is(err, ErrDestinationForbidden) || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("Serve = %v, want ErrDestinationForbidden naming 127.0.0.1", err)
+	}
+	h := start(t, Config{AgentVersion: RemoteHostDenylistAgentVersion, Properties: lpf(e.port())}, "")
+	if err := h.mux().echo(t, 4096); err != nil {
+		t.Fatalf("plain document's localhost on a new agent: %v", err)
+	}
+	h.terminate()
+}
+
+// TestInjectorCorruptsMux: bytes injected into a running mux session reach the client's smux between the
+// server's frames, so a frame with version 9 is a protocol error for the client's smux session; outside mux
+// mode Inject reports ErrNotMultiplexed.
+func TestInjectorCorruptsMux(t *testing.T) {
+	var idle Injector
+	if err := idle.Inject([]byte{9, 3, 0, 0, 0, 0, 0, 0}); !errors.Is(err, ErrNotMultiplexed) {
+		t.Fatalf("Inject before a session = %v, want ErrNotMultiplexed", err)
+	}
+	e := newEcho(t)
+	inj := &Injector{}
+	h := start(t, Config{Properties: lpf(e.port()), Injector: inj}, "")
+	m := h.mux()
+	st, err := m.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stream streaming data while the frame is injected: it must land between frames, not inside one.
+	errc := make(chan error, 1)
+	go func() { errc <- echoOn(st, 512<<10) }()
+	accepted := make(chan error, 1)
+	go func() { _, err := m.sess.AcceptStream(); accepted <- err }()
+	if err := inj.Inject([]byte{9, 3, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatalf("Inject: %v", err)
+	}
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, smux.ErrInvalidProtocol) {
+			t.Fatalf("client smux after the injected frame: %v, want %v", err, smux.ErrInvalidProtocol)
+		}
+	case <-h.ctx.Done():
+		t.Fatal("the client's smux saw no protocol error")
+	}
+	_ = st.Close()
+	<-errc
+	h.terminate()
+	if err := inj.Inject([]byte{9}); !errors.Is(err, ErrNotMultiplexed) {
+		t.Fatalf("Inject after the session = %v, want ErrNotMultiplexed", err)
+	}
+
+	b := &Injector{}
+	hb := start(t, Config{Properties: lpf(e.port()), AgentVersion: "3.0.196.0", Injector: b}, "")
+	if err := b.Inject([]byte{9}); !errors.Is(err, ErrNotMultiplexed) {
+		t.Fatalf("Inject in basic mode = %v, want ErrNotMultiplexed", err)
+	}
+	hb.terminate()
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
@@ -43,6 +44,23 @@ func FuzzLenientVersion(f *testing.F) {
 		v := lenientVersion(s)
 		if strict, err := message.ParseVersion(s); err == nil && strict != v {
 			t.Fatalf("lenient %v, strict %v", v, strict)
+		}
+	})
+}
+
+// FuzzParseHostAddr: never panics; whatever netip reads as an address, parseHostAddr reads the same, and
+// an inet_aton form it accepts is an IPv4 address.
+func FuzzParseHostAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "127.1", "0x7f000001", "2130706433", "0177.0.0.1", "[::1]", "::ffff:127.0.0.1", "db.internal", "1.2.3.4.5", "0x", "08", "4294967296", "1.16777216"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, ok := parseHostAddr(s)
+		if direct, err := netip.ParseAddr(s); err == nil && (!ok || a != direct) {
+			t.Fatalf("parseHostAddr(%q) = %v, %v; netip reads %v", s, a, ok, direct)
+		}
+		if ok && !a.IsValid() {
+			t.Fatalf("parseHostAddr(%q) accepted an invalid address", s)
 		}
 	})
 }

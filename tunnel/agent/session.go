@@ -37,6 +37,41 @@ func smuxFrameSize(maxPayload int) int {
 	return smuxMaxFrameSize
 }
 
+// Injector writes raw bytes into a running session's smux byte stream toward the client, as if the smux
+// server had written them: the emulator's CorruptMux sends a frame with a bad version byte this way. Each
+// Inject lands between two of the server's frames, never inside one, because the server writes every frame
+// with one Write to the in-process pipe, and the pipe serialises Writes. The zero value is ready to use; one
+// Injector serves one session at a time.
+type Injector struct {
+	mu sync.Mutex
+	w  io.Writer // the smux server's end of the pipe while the session runs in mux mode
+}
+
+// Inject writes p into the smux byte stream toward the client and returns once the pump took it (it then
+// travels in sequence like the server's own bytes). It returns ErrNotMultiplexed while the session carries
+// no smux stream, and the pipe's error if the session ends meanwhile.
+func (in *Injector) Inject(p []byte) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.w == nil {
+		return ErrNotMultiplexed
+	}
+	if _, err := in.w.Write(p); err != nil {
+		return fmt.Errorf("agent: inject into the smux stream: %w", err)
+	}
+	return nil
+}
+
+// set installs (or with nil, removes) the smux server's end of the pipe; a nil Injector ignores it.
+func (in *Injector) set(w io.Writer) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.w = w
+	in.mu.Unlock()
+}
+
 // errTerminated marks a session ended by FlagTerminateSession; Serve maps it to nil.
 var errTerminated = errors.New("agent: session terminated by the client")
 
@@ -69,11 +104,11 @@ func report(result chan<- error, err error) {
 	}
 }
 
-// serveMux runs the smux v1 server over an in-process pipe pumped to and from the channel (§9.4). Each
-// accepted stream is handled on its own goroutine, so a slow or black-holed destination dial blocks only
-// its own stream (unlike the real agent, which dials inside the accept loop).
-func (s *session) serveMux(keepAliveDisabled bool) error {
-	local, remote := net.Pipe()
+// serveMux runs the smux v1 server on remote, the end of an in-process pipe whose other end, local, is
+// pumped to and from the channel (§9.4). Each accepted stream is handled on its own goroutine, so a slow or
+// black-holed destination dial blocks only its own stream (unlike the real agent, which dials inside the
+// accept loop).
+func (s *session) serveMux(local, remote net.Conn, keepAliveDisabled bool) error {
 	conf := smux.DefaultConfig()
 	conf.Version = 1
 	conf.MaxFrameSize = smuxFrameSize(s.ch.MaxPayloadSize())
@@ -83,6 +118,7 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 	if err != nil {
 		_ = local.Close()
 		_ = remote.Close()
+		s.cfg.Injector.set(nil)
 		return fmt.Errorf("agent: start smux server: %w", err)
 	}
 
@@ -148,7 +184,8 @@ func (s *session) serveMux(keepAliveDisabled bool) error {
 	s.cancel()
 	_ = sess.Close()
 	_ = local.Close()
-	_ = remote.Close()
+	_ = remote.Close() // unblocks an Inject in progress, so set can take the Injector's lock
+	s.cfg.Injector.set(nil)
 	streams.Wait()
 	return s.finish(err)
 }
