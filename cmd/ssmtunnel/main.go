@@ -281,7 +281,12 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if err := session.CheckCredentials(ctx, awsCfg); err != nil {
-		return err
+		if !o.retryStart {
+			return err
+		}
+		// A pod's web identity or Pod Identity credentials can appear after the container starts: keep
+		// running NotReady and let every session start try again.
+		log.Warn("No usable AWS credentials yet; retrying with every session start", "err", err)
 	}
 	client, err := session.NewClient(session.ClientConfig{
 		API: session.NewAPI(awsCfg), Credentials: awsCfg.Credentials, Region: awsCfg.Region,
