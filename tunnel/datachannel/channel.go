@@ -603,6 +603,18 @@ func (c *Channel) checkRetransmit() time.Duration {
 	now := c.clock.Now()
 	rto := c.rtt.effective()
 	overdue := 0
+	if f := c.timingHead; f != nil && now.Sub(f.lastSent) >= rto {
+		// The peer can deliver nothing before the lowest unacknowledged frame, so every round resends it
+		// first, even if it was sent after the overdue ones: after a resend in random order, or when the
+		// peer dropped it for a full buffer, it is not the oldest sent, and with the timeout doubling each
+		// round it would be passed over until the timeout reached MaxRetransmitBackoff.
+		if low := c.unacked[c.baseSeq]; low != nil && low.inTiming {
+			c.timingRemove(low)
+			low.queued = true
+			c.sendQ = append(c.sendQ, low)
+			overdue++
+		}
+	}
 	for f := c.timingHead; f != nil && now.Sub(f.lastSent) >= rto; f = c.timingHead {
 		c.timingRemove(f)
 		f.queued = true
@@ -807,7 +819,7 @@ func (c *Channel) handleAck(seq int64) {
 // larger than ReceiveBufferBytes never overruns a slow consumer. Overrunning costs a drop, and a drop costs a
 // retransmission timeout: at hundreds of MB/s over loopback the emulated agent dropped 6,000 frames of a
 // 16 MiB upload when it acked on arrival (issue 4). A peer without a window (the real agent, §7.3) still meets
-// the drop below. Frames held out of order are acknowledged at once (they wait for a gap, not for the
+// the drop below, once the out-of-order store, where the expected frame waits for room, is full too. Frames held out of order are acknowledged at once (they wait for a gap, not for the
 // consumer), duplicates of delivered frames too (their ack was lost, §11.3); a duplicate of a frame still
 // waiting for the consumer is ignored, since its ack follows on delivery.
 //
@@ -832,11 +844,13 @@ func (c *Channel) handleData(m *message.Message) {
 	cost := message.HeaderSize + len(m.Payload)
 	c.maxRecvCost = max(c.maxRecvCost, cost)
 	seq := m.SequenceNumber
-	if _, held := c.ooo[seq]; held {
-		// Held, and acknowledged when stored: its ack was lost (§11.3). The expected frame itself may be held
-		// here while the receive queue is full.
+	if it, held := c.ooo[seq]; held {
+		// A frame held ahead was acknowledged when stored: its ack was lost (§11.3). The expected frame held
+		// while the receive queue is full is acknowledged on delivery, like any in-order frame.
 		c.stats.Duplicates++
-		c.queueAck(seq, m.MessageID)
+		if !it.ackOwed {
+			c.queueAck(seq, m.MessageID)
+		}
 		return
 	}
 	switch {
@@ -850,7 +864,14 @@ func (c *Channel) handleData(m *message.Message) {
 		c.queueAck(seq, m.MessageID)
 	case seq == c.expected:
 		if c.recvBytes > 0 && c.recvBytes+cost > c.cfg.ReceiveBufferBytes {
-			c.stats.DroppedFull++ // not acked: the peer retransmits once Receive made room
+			// The consumer is behind. The frame waits in the store for Receive to make room (drainOutOfOrder),
+			// unacknowledged until delivered; without room there it is dropped unacknowledged and resent.
+			if c.oooBytes+cost > c.cfg.OutOfOrderBytes {
+				c.stats.DroppedFull++
+				return
+			}
+			c.ooo[seq] = recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost, seq: seq, ackOwed: true, id: m.MessageID}
+			c.oooBytes += cost
 			return
 		}
 		c.enqueue(recvItem{pt: m.PayloadType, p: clone(m.Payload), cost: cost, seq: seq, ackOwed: true, id: m.MessageID})
@@ -890,8 +911,9 @@ func (c *Channel) enqueue(it recvItem) {
 	c.recvNotify.notify()
 }
 
-// drainOutOfOrder moves buffered frames that became in-order into the receive queue while it has room.
-// They were acknowledged on arrival, so they wait in the out-of-order buffer when the queue is full.
+// drainOutOfOrder moves held frames that became in-order into the receive queue while it has room; the
+// rest wait in the store. Frames held ahead were acknowledged on arrival; the expected frame held because
+// the queue was full keeps its owed ack (ackOwed), sent on delivery.
 func (c *Channel) drainOutOfOrder() {
 	for len(c.ooo) > 0 {
 		it, ok := c.ooo[c.expected]

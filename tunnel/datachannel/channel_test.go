@@ -675,8 +675,9 @@ func TestWindowCoversUndeliveredFrames(t *testing.T) {
 	}
 }
 
-// TestSlowConsumer fills the bounded receive queue: further data is dropped without an ack while acks of
-// the channel's own frames keep being processed, and everything arrives once the consumer reads.
+// TestSlowConsumer fills the bounded receive queue and the out-of-order store behind it: further data is
+// dropped without an ack (for a full buffer, or beyond the store's horizon) while acks of the channel's own
+// frames keep being processed, and everything arrives once the consumer reads.
 func TestSlowConsumer(t *testing.T) {
 	c, a := newPipePair(t, func(cfg *Config) { cfg.ReceiveBufferBytes = 8 << 10; cfg.OutOfOrderBytes = 8 << 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -684,7 +685,7 @@ func TestSlowConsumer(t *testing.T) {
 	data := randomBytes(t, 64<<10)
 	errc := make(chan error, 1)
 	go func() { errc <- sendAll(ctx, c, data, 3) }()
-	waitFor(t, "receiver drops", func() bool { return a.Stats().DroppedFull > 0 })
+	waitFor(t, "receiver drops", func() bool { s := a.Stats(); return s.DroppedFull+s.DroppedBeyondHorizon > 0 })
 	// The agent's own sends are still acknowledged while its receive queue is full.
 	if err := a.Send(ctx, message.PayloadOutput, []byte("ping")); err != nil {
 		t.Fatal(err)
@@ -907,5 +908,73 @@ func TestPausedSince(t *testing.T) {
 	waitFor(t, "inbound data", func() bool { return !ch.Stats().Paused })
 	if s := ch.Stats(); !s.PausedSince.IsZero() {
 		t.Fatalf("after inbound data PausedSince %v, want zero", s.PausedSince)
+	}
+}
+
+// TestTimeoutResendsLowestUnacked: every resend round includes the lowest unacknowledged frame, the one
+// the peer cannot deliver without, even when it was sent after the overdue ones (a shuffled resend, or a
+// peer that dropped it for a full buffer). Passing it over while the timeout doubles each round left an
+// emulated download stalled for 30 s.
+func TestTimeoutResendsLowestUnacked(t *testing.T) {
+	clk := newFakeClock()
+	ch, peer := rawPair(t, Config{Role: RoleClient, Clock: clk})
+	ctx := context.Background()
+	t0 := clk.Now()
+	send := func(b byte) {
+		t.Helper()
+		if err := ch.Send(ctx, message.PayloadOutput, []byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		peer.read()
+	}
+	send(0) // seq 0 at t0
+	clk.Advance(100 * time.Millisecond)
+	send(1) // seq 1 at t0+100ms
+	// Round 1 at t0+200ms: seq 0 is overdue (seq 1 is not) and resent; the timeout doubles to 400 ms.
+	clk.waitTimerAt(t, t0.Add(200*time.Millisecond))
+	clk.Advance(100 * time.Millisecond)
+	if m := peer.read(); m.SequenceNumber != 0 {
+		t.Fatalf("round 1 resent seq %d, want 0", m.SequenceNumber)
+	}
+	waitFor(t, "round 1 counted", func() bool { return ch.Stats().Retransmits == 1 })
+	// Round 2 at t0+500ms, for seq 1 (sent at t0+100ms). Seq 0, resent at t0+200ms, is not overdue, but it
+	// is the lowest unacknowledged frame: it goes first.
+	clk.waitTimerAt(t, t0.Add(500*time.Millisecond))
+	clk.Advance(300 * time.Millisecond)
+	for _, want := range []int64{0, 1} {
+		if m := peer.read(); m.SequenceNumber != want {
+			t.Fatalf("round 2 resent seq %d, want %d", m.SequenceNumber, want)
+		}
+	}
+	waitFor(t, "round 2 counted", func() bool { return ch.Stats().Retransmits == 3 })
+}
+
+// TestExpectedFrameWaitsForRoom: the expected frame that finds the receive queue full waits in the
+// out-of-order store, unacknowledged, instead of being dropped; Receive delivers it once there is room, and
+// only then is it acknowledged.
+func TestExpectedFrameWaitsForRoom(t *testing.T) {
+	const frame = message.HeaderSize + 100
+	ch, peer := rawPair(t, Config{Role: RoleClient, ReceiveBufferBytes: frame})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	peer.sendData(0, message.PayloadOutput, make([]byte, 100)) // fills the receive queue
+	peer.sendData(1, message.PayloadOutput, make([]byte, 100)) // expected next: waits in the store
+	peer.sendData(1, message.PayloadOutput, make([]byte, 100)) // its copy: ignored, the ack follows delivery
+	peer.sendData(2, message.PayloadOutput, []byte("ahead"))   // held ahead, acknowledged at once
+	if s := ackSeq(t, peer.read()); s != 2 {
+		t.Fatalf("first ack for seq %d, want 2 (0 and 1 are not delivered yet)", s)
+	}
+	for i, want := range []int{100, 100, 5} {
+		if _, p, err := ch.Receive(ctx); err != nil || len(p) != want {
+			t.Fatalf("Receive %d = %d bytes, %v; want %d", i, len(p), err, want)
+		}
+		if i < 2 {
+			if s := ackSeq(t, peer.read()); s != int64(i) {
+				t.Fatalf("ack for seq %d after delivering seq %d", s, i)
+			}
+		}
+	}
+	if s := ch.Stats(); s.DroppedFull != 0 || s.Duplicates != 1 {
+		t.Fatalf("stats %+v, want no drop and one duplicate", s)
 	}
 }
