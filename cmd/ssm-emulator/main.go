@@ -53,7 +53,8 @@ const usageText = `Usage: ssm-emulator [flags]
 A local AWS Session Manager (SSM API + message gateway + emulated instances with SSM Agents).
 
 Instance spec (--instance, repeatable): ID[,agent=VERSION][,ping=Online|ConnectionLost][,tag=KEY=VALUE]...[,allow=CIDR;CIDR]
-  ID is i- with 8 or 17 hex digits, or mi- with 17. agent=3.0.196.0 forces basic (non-multiplexed) mode.
+  ID is i- with 8 or 17 hex digits, or mi- with 17. agent=3.0.196.0 forces basic (non-multiplexed) mode;
+  agent=3.3.4851.0 or later refuses loopback and the container credential endpoints as a remote host.
 Instances file (--instances-file): JSON or YAML, a list of instances or {"instances": [...]}, with keys
   id, tags, agentVersion, pingStatus, allowedDestinations, platformType.
 
@@ -67,7 +68,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
 	var instances, files, allow, serve, denied listFlag
-	var pacing, refuse, logLevel string
+	var pacing, refuse, resendOrder, logLevel string
 	fs.StringVar(&o.cfg.Addr, "listen", "127.0.0.1:4566", "address of the SSM API and the data-channel websocket (0.0.0.0:4566 in a cluster)")
 	fs.Var(&instances, "instance", "emulated instance `SPEC` (repeatable, see above)")
 	fs.Var(&files, "instances-file", "JSON or YAML `FILE` of instances (repeatable)")
@@ -81,6 +82,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.cfg.Faults.ThrottleRate, "throttle-rate", 0, "fault: allow at most this many API calls per second, throttle the rest (0 = unlimited)")
 	fs.DurationVar(&o.cfg.Faults.IdleTimeout, "idle-timeout", 20*time.Minute, "end sessions without stream data for this long, like the service's idleSessionTimeout (0 = never)")
 	fs.DurationVar(&o.cfg.Faults.MaxSessionDuration, "max-session-duration", 0, "end sessions this long after they started (0 = never)")
+	fs.StringVar(&resendOrder, "resend-order", "in-order", "fault: how agents resend unacknowledged frames after the client reconnects: in-order (oldest first, like the real agent) or random (the whole window at once in random order, as another correct implementation may)")
 	fs.Var(&denied, "deny-access-key", "fault: answer API calls signed with this access key `ID` with AccessDeniedException (repeatable)")
 	fs.StringVar(&o.demoWeb, "demo-web", "", "also serve the built-in deterministic demo web app on `ADDR` (/, /assets/..., /bytes/N)")
 	fs.Var(&serve, "serve-http", "also serve static files: `ADDR=DIR` (repeatable)")
@@ -102,6 +104,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.cfg.Faults.RefuseResume, err = emulator.ParseRefusal(refuse); err != nil {
 		return o, fmt.Errorf("--refuse-resume: %w", err)
+	}
+	if o.cfg.Faults.ResendOrder, err = emulator.ParseResendOrder(resendOrder); err != nil {
+		return o, fmt.Errorf("--resend-order: %w", err)
 	}
 	o.cfg.Faults.DeniedAccessKeys = denied
 	for _, a := range allow {

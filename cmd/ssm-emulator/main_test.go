@@ -36,6 +36,7 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--instance", "i-0123456789abcdef0", "--listen", "nowhere"}, "must be HOST:PORT"},
 		{[]string{"--instance", "i-0123456789abcdef0", "--allow-destinations", "10.0.0.0/99"}, "not a CIDR"},
 		{[]string{"--instance", "i-0123456789abcdef0", "--refuse-resume", "maybe"}, "--refuse-resume"},
+		{[]string{"--instance", "i-0123456789abcdef0", "--resend-order", "shuffled"}, `--resend-order: invalid emulator config: resend order "shuffled"`},
 		{[]string{"--instance", "i-0123456789abcdef0", "--serve-http", "127.0.0.1:0"}, "ADDR=DIR"},
 		{[]string{"--instances-file", badFile}, "instance 0"},
 		{[]string{"--instances-file", filepath.Join(dir, "missing.json")}, "no such file"},
@@ -58,7 +59,7 @@ func TestParseInstancesAndFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err := parse([]string{"--instances-file", f, "--instance", "i-01234567,ping=ConnectionLost,tag=env=prod,tag=team=a,allow=10.0.0.0/8;192.168.1.1",
-		"--allow-destinations", "any", "--pacing", "none", "--idle-timeout", "0", "--refuse-resume", "empty"}, io.Discard)
+		"--allow-destinations", "any", "--pacing", "none", "--idle-timeout", "0", "--refuse-resume", "empty", "--resend-order", "random"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestParseInstancesAndFile(t *testing.T) {
 	if mi.AgentVersion != "3.0.196.0" || mi.Tags["env"] != "dev" || i.PingStatus != "ConnectionLost" || i.Tags["team"] != "a" || len(i.AllowedDestinations) != 2 {
 		t.Errorf("parsed %+v %+v", mi, i)
 	}
-	if o.cfg.Pacing != emulator.PacingNone || o.cfg.Faults.IdleTimeout != 0 || o.cfg.Faults.RefuseResume != emulator.ResumeEmptyToken || o.cfg.AllowedDestinations[0] != "any" {
+	if o.cfg.Pacing != emulator.PacingNone || o.cfg.Faults.IdleTimeout != 0 || o.cfg.Faults.RefuseResume != emulator.ResumeEmptyToken || o.cfg.AllowedDestinations[0] != "any" || o.cfg.Faults.ResendOrder != emulator.ResendRandom {
 		t.Errorf("config %+v", o.cfg)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type FaultsJSON struct {
 	IdleTimeout        string   `json:"idleTimeout,omitempty"`
 	MaxSessionDuration string   `json:"maxSessionDuration,omitempty"`
 	DeniedAccessKeys   []string `json:"deniedAccessKeys,omitempty"`
+	ResendOrder        string   `json:"resendOrder,omitempty"` // "", "in-order" or "random"
 }
 
 // ParseRefusal reads "", "no"/"allow", "empty" or "error".
@@ -60,6 +62,9 @@ func (j FaultsJSON) Faults() (Faults, error) {
 	if f.RefuseResume, err = ParseRefusal(j.RefuseResume); err != nil {
 		return f, err
 	}
+	if f.ResendOrder, err = ParseResendOrder(j.ResendOrder); err != nil {
+		return f, err
+	}
 	f.ThrottleFirst, f.ThrottleRate, f.DeniedAccessKeys = j.ThrottleFirst, j.ThrottleRate, j.DeniedAccessKeys
 	return f, f.Validate()
 }
@@ -71,6 +76,10 @@ func (j FaultsJSON) Faults() (Faults, error) {
 //	POST /emulator/sessions/{id}/drop             drop the client websocket now
 //	POST /emulator/sessions/{id}/bye              close it with 1000 "Bye"
 //	POST /emulator/sessions/{id}/terminate        end the session (channel_closed)
+//	POST /emulator/sessions/{id}/stop-acking?stop=false   the agent stops (or resumes) acknowledging
+//	POST /emulator/sessions/{id}/pause-publication?for=10s   pause_publication, start_publication after
+//	                                              the duration ("never" or a negative one: no end; 0: end now)
+//	POST /emulator/sessions/{id}/corrupt-mux      the agent sends an smux frame with version 9
 //	POST /emulator/drop-all                       drop every client websocket
 //	POST /emulator/instances/{id}/ping-status?status=ConnectionLost
 //	POST /emulator/instances/{id}/agent-version?version=3.0.196.0
@@ -113,6 +122,26 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/drop", sessionOp(e.DropClient))
 	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/bye", sessionOp(e.ByeClient))
 	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/terminate", sessionOp(e.TerminateSession))
+	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/corrupt-mux", sessionOp(e.CorruptMux))
+	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/stop-acking", func(w http.ResponseWriter, r *http.Request) {
+		stop := true
+		if v := r.URL.Query().Get("stop"); v != "" {
+			var err error
+			if stop, err = strconv.ParseBool(v); err != nil {
+				reply(w, nil, fmt.Errorf("%w: stop=%q must be true or false", ErrInvalidConfig, v))
+				return
+			}
+		}
+		reply(w, map[string]bool{"stopAcking": stop}, e.StopAcking(r.PathValue("id"), stop))
+	})
+	mux.HandleFunc("POST "+adminPrefix+"sessions/{id}/pause-publication", func(w http.ResponseWriter, r *http.Request) {
+		d, err := parsePauseFor(r.URL.Query().Get("for"))
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		reply(w, map[string]string{"ok": "true"}, e.PausePublication(r.PathValue("id"), d))
+	})
 	mux.HandleFunc("POST "+adminPrefix+"drop-all", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, map[string]int{"dropped": e.DropAllClients()}, nil)
 	})
@@ -122,4 +151,17 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+adminPrefix+"instances/{id}/agent-version", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, map[string]string{"ok": "true"}, e.SetAgentVersion(r.PathValue("id"), r.URL.Query().Get("version")))
 	})
+}
+
+// parsePauseFor reads the pause-publication endpoint's duration: a Go duration, or "" or "never" for a
+// pause without an end.
+func parsePauseFor(v string) (time.Duration, error) {
+	if v == "" || v == "never" {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: for=%q must be a duration like 10s, or never", ErrInvalidConfig, v)
+	}
+	return d, nil
 }

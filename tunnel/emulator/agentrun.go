@@ -22,11 +22,15 @@ func (s *session) runAgent(ctx context.Context, t datachannel.Transport) error {
 	} else {
 		cfg.MaxPayloadSize = unpacedPayloadSize
 	}
+	if s.resendOrder == ResendRandom {
+		cfg.ResendOrder, cfg.MaxInFlightBytes = datachannel.ResendRandom, randomResendWindow
+	}
 	ch, err := datachannel.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer ch.Close()
+	s.agentCh.Store(ch)
 	defer func() { s.log.Debug("Agent data channel stats", "stats", fmt.Sprintf("%+v", ch.Stats())) }()
 	ch.Attach(t)
 	return agent.Serve(ctx, ch, agent.Config{
@@ -34,6 +38,7 @@ func (s *session) runAgent(ctx context.Context, t datachannel.Transport) error {
 		Properties:          s.props,
 		DialTimeout:         s.e.cfg.DialTimeout,
 		AllowedDestinations: s.dests.prefixes(),
+		Injector:            s.injector,
 		Logger:              s.log.With("side", "agent"),
 	})
 }

@@ -2,8 +2,10 @@
 // TerminateSession, DescribeInstanceInformation), the message gateway's data-channel websocket with the
 // relay semantics of ssm-protocol.md §11.2, and emulated managed instances whose in-process SSM Agent speaks
 // the full data-channel protocol (handshake, sequence numbers, acks and retransmission, smux server, one dial
-// per stream). Fault knobs drop websockets, refuse resumes, throttle the API and time sessions out, so the
-// client's recovery paths can be tested against something faithful on loopback.
+// per stream). Fault knobs drop websockets, refuse resumes, throttle the API, time sessions out and make the
+// agent resend in random order; per-session faults stall the agent's acknowledgements, pause publication,
+// corrupt the smux stream and terminate the session; so the client's recovery paths can be tested against
+// something faithful on loopback.
 package emulator
 
 import (
@@ -19,6 +21,9 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/ssmtunnel/ssmtunnel/tunnel/agent"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 )
 
 // Errors of the Go API.
@@ -33,6 +38,9 @@ var (
 	ErrAgentsStuck = errors.New("emulated agents did not stop")
 	// ErrNotConnected is returned by DropClient when the session has no client websocket attached.
 	ErrNotConnected = errors.New("no client websocket attached")
+	// ErrNotMultiplexed is returned by CorruptMux for a session whose agent carries no smux stream: before
+	// its handshake, in basic mode, or after it ended.
+	ErrNotMultiplexed = agent.ErrNotMultiplexed
 )
 
 // Pacing says how fast the emulated agent sends.
@@ -66,6 +74,44 @@ const (
 	ResumeError
 )
 
+// ResendOrder selects how the emulated agent resends its unacknowledged frames after the client
+// reconnects.
+type ResendOrder int
+
+const (
+	// ResendInOrder resends oldest first, like the real agent (§14). The default.
+	ResendInOrder ResendOrder = iota
+	// ResendRandom resends every unacknowledged frame at once, in random order, whenever the client's
+	// websocket (re)attaches, as another correct implementation may (§14). Such an agent also has the real
+	// agent's deep buffer instead of the emulator's 1 MiB window (randomResendWindow), so that the client
+	// faces more frames than its out-of-order store holds.
+	ResendRandom
+)
+
+// ParseResendOrder reads "", "in-order" or "random".
+func ParseResendOrder(s string) (ResendOrder, error) {
+	switch s {
+	case "", "in-order":
+		return ResendInOrder, nil
+	case "random":
+		return ResendRandom, nil
+	}
+	return 0, fmt.Errorf("%w: resend order %q must be \"in-order\" or \"random\"", ErrInvalidConfig, s)
+}
+
+func (o ResendOrder) String() string {
+	if o == ResendRandom {
+		return "random"
+	}
+	return "in-order"
+}
+
+// randomResendWindow is the emulated agent's window with ResendRandom. The real agent buffers up to
+// 100,000 unacknowledged frames and sends without a window (§7.3); 16 MiB, about 14,600 of its 1 KiB frames
+// or 510 unpaced 32 KiB ones, is more than the client's out-of-order horizon at either size, so a resend
+// after a reconnect exercises the horizon, without letting a test's agent buffer 100 MB.
+const randomResendWindow = 16 << 20
+
 // Outputs of channel_closed (§10.2). The idle text is the service's own; the others are the emulator's, as
 // the service's wording for them is not documented.
 const (
@@ -97,6 +143,9 @@ type Faults struct {
 	MaxSessionDuration time.Duration
 	// DeniedAccessKeys get AccessDeniedException on every API call.
 	DeniedAccessKeys []string
+	// ResendOrder is how the agents of sessions started from now on resend unacknowledged frames after the
+	// client reconnects. Default ResendInOrder.
+	ResendOrder ResendOrder
 }
 
 // Validate reports what is wrong with the knobs.
@@ -109,6 +158,9 @@ func (f Faults) Validate() error {
 	}
 	if f.RefuseResume < ResumeAllowed || f.RefuseResume > ResumeError {
 		return fmt.Errorf("%w: RefuseResume %d is not a ResumeRefusal", ErrInvalidConfig, f.RefuseResume)
+	}
+	if f.ResendOrder != ResendInOrder && f.ResendOrder != ResendRandom {
+		return fmt.Errorf("%w: ResendOrder %d is not a ResendOrder", ErrInvalidConfig, f.ResendOrder)
 	}
 	return nil
 }
@@ -480,6 +532,11 @@ type SessionInfo struct {
 	Output string
 	// Started is when StartSession created it.
 	Started time.Time
+	// StopAcking and Paused report the StopAcking and PausePublication faults in force.
+	StopAcking, Paused bool
+	// Agent is the agent's data channel counters (zero before the agent started): what it sent, resent
+	// and received.
+	Agent datachannel.Stats
 }
 
 // Sessions lists every session the emulator has seen, in start order.
@@ -537,7 +594,8 @@ func (e *Emulator) DropAllClients() int {
 	return n
 }
 
-// TerminateSession ends a session as the TerminateSession API does.
+// TerminateSession ends a session as the TerminateSession API, or an administrator, does: channel_closed
+// with OutputTerminated to the client and the agent.
 func (e *Emulator) TerminateSession(sessionID string) error {
 	s := e.session(sessionID)
 	if s == nil {
@@ -546,6 +604,54 @@ func (e *Emulator) TerminateSession(sessionID string) error {
 	s.end(OutputTerminated)
 	return nil
 }
+
+// StopAcking makes the session's agent stop acknowledging and processing the client's data frames (stop
+// true), as a wedged agent would: the relay drops the client's input_stream_data, so the client sees its
+// frames stay in flight with no ack while its websocket stays up, a stall. The agent's own output and the
+// client's acks of it still flow. StopAcking(id, false) lets the client's retransmissions through again.
+// It lasts across the client's reconnects, until called with false or the session ends.
+func (e *Emulator) StopAcking(sessionID string, stop bool) error {
+	s := e.session(sessionID)
+	if s == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownSession, sessionID)
+	}
+	s.stopAcking.Store(stop)
+	s.log.Info("Agent acknowledgements", "stopped", stop)
+	return nil
+}
+
+// PausePublication makes the gateway send the client pause_publication, as the service does while the
+// agent's data channel is inactive (§10.1), and start_publication after d. Meanwhile nothing of the agent
+// reaches the client (its frames are held, up to a bound, and delivered in order after the pause, since
+// inbound data would end the client's pause), the agent is paused too, and a client that reconnects is
+// paused again at once. d < 0 pauses until PausePublication is called again with d ≥ 0; d == 0 ends a
+// pause now. A new call replaces the previous deadline.
+func (e *Emulator) PausePublication(sessionID string, d time.Duration) error {
+	s := e.session(sessionID)
+	if s == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownSession, sessionID)
+	}
+	s.pausePublication(d)
+	return nil
+}
+
+// CorruptMux makes the session's agent send the client an smux frame with version byte 9 (smux v1 is
+// version 1, §9.4) between two of its frames: an smux protocol error for the client, whose smux session
+// stops reading. It returns ErrNotMultiplexed when the session's agent carries no smux stream.
+func (e *Emulator) CorruptMux(sessionID string) error {
+	s := e.session(sessionID)
+	if s == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownSession, sessionID)
+	}
+	if err := s.injector.Inject(badVersionFrame); err != nil {
+		return fmt.Errorf("corrupt the smux stream of session %s: %w", sessionID, err)
+	}
+	s.log.Info("Sent the client an smux frame with a bad version byte")
+	return nil
+}
+
+// badVersionFrame is an smux header with version 9: command NOP, length 0, stream 0 (§9.4).
+var badVersionFrame = []byte{9, 3, 0, 0, 0, 0, 0, 0}
 
 // InstanceIDs lists the emulated instances, sorted.
 func (e *Emulator) InstanceIDs() []string {

@@ -25,6 +25,12 @@ const DefaultAgentVersion = "3.3.987.0"
 // client into basic mode.
 const BasicAgentVersion = "3.0.196.0"
 
+// DenylistAgentVersion is the first agent that refuses loopback and the ECS/EKS container credential
+// endpoints as the host of AWS-StartPortForwardingSessionToRemoteHost (§14): a session to such a host on an
+// instance reporting it (SetAgentVersion) fails at start with channel_closed naming the address, as a
+// forbidden destination does. AWS-StartPortForwardingSession still reaches the instance's localhost.
+const DenylistAgentVersion = agent.RemoteHostDenylistAgentVersion
+
 // AllowAny in AllowedDestinations lets the agent dial any address except the denied metadata addresses.
 const AllowAny = "any"
 

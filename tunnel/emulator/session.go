@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ssmtunnel/ssmtunnel/tunnel/agent"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
 )
@@ -27,6 +28,10 @@ const (
 	agentGrace = 3 * time.Second
 	// writeTimeout bounds one websocket write, so a client that stopped reading cannot wedge the relay.
 	writeTimeout = 30 * time.Second
+	// maxHeld bounds the agent frames held during a PausePublication fault, for delivery after it. The agent
+	// is paused meanwhile, so only frames it sent before it saw the pause (at most its window) arrive;
+	// beyond the bound they are lost like frames of a dropped websocket and the agent resends them.
+	maxHeld = 32 << 10
 )
 
 // session is one Session Manager session: its token, its agent and the relay between the agent's transport
@@ -45,9 +50,17 @@ type session struct {
 	ctx                context.Context       // the agent's; cancelled after the grace period of end
 	cancel             context.CancelFunc
 
-	activity  atomic.Int64  // unix nanoseconds of the last stream-data frame, either direction
-	done      chan struct{} // closed by end
-	agentDone chan struct{} // closed when the agent returned
+	activity    atomic.Int64  // unix nanoseconds of the last stream-data frame, either direction
+	done        chan struct{} // closed by end
+	agentDone   chan struct{} // closed when the agent returned
+	resendOrder ResendOrder   // Faults.ResendOrder when the session started
+	injector    *agent.Injector
+	agentCh     atomic.Pointer[datachannel.Channel]
+	stopAcking  atomic.Bool // StopAcking: the client's data frames do not reach the agent
+
+	// toClientMu orders what reaches the client websocket across pumpAgent and the PausePublication fault:
+	// held under it, a frame is either sent before the pause frame or held until after start_publication.
+	toClientMu sync.Mutex
 
 	mu            sync.Mutex
 	token         string
@@ -59,6 +72,9 @@ type session struct {
 	connects      int
 	ended         bool
 	output        string
+	faultPaused   bool        // PausePublication in force
+	pauseTimer    *time.Timer // ends the fault pause, nil for one without an end
+	held          [][]byte    // agent frames held during the fault pause
 }
 
 func (e *Emulator) newSession(id string, inst Instance, document string, props message.PortParameters, dests Destinations, reason string) (*session, error) {
@@ -75,6 +91,7 @@ func (e *Emulator) newSession(id string, inst Instance, document string, props m
 		log:      e.log.With("session", id, "target", inst.ID),
 		relayEnd: relayEnd, agentEnd: agentEnd, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), agentDone: make(chan struct{}),
+		resendOrder: f.ResendOrder, injector: &agent.Injector{},
 		token: newToken(),
 	}
 	s.activity.Store(s.started.UnixNano())
@@ -149,7 +166,16 @@ func (s *session) pumpAgent() {
 		if m.Type.IsStreamData() {
 			s.touch()
 		}
+		s.toClientMu.Lock()
 		s.mu.Lock()
+		if s.faultPaused {
+			if len(s.held) < maxHeld {
+				s.held = append(s.held, f)
+			}
+			s.mu.Unlock()
+			s.toClientMu.Unlock()
+			continue
+		}
 		c := s.conn
 		if c == nil {
 			if !s.everAttached && !s.ended {
@@ -159,10 +185,79 @@ func (s *session) pumpAgent() {
 				s.pending = append(s.pending, f)
 			}
 			s.mu.Unlock()
+			s.toClientMu.Unlock()
 			continue
 		}
 		s.mu.Unlock()
 		c.send(f)
+		s.toClientMu.Unlock()
+	}
+}
+
+// pausePublication is the PausePublication fault: see Emulator.PausePublication.
+func (s *session) pausePublication(d time.Duration) {
+	if d == 0 {
+		s.endPause()
+		return
+	}
+	s.toClientMu.Lock()
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		s.toClientMu.Unlock()
+		return
+	}
+	if s.pauseTimer != nil {
+		s.pauseTimer.Stop()
+		s.pauseTimer = nil
+	}
+	if d > 0 {
+		s.pauseTimer = time.AfterFunc(d, s.endPause)
+	}
+	already := s.faultPaused
+	s.faultPaused = true
+	c := s.conn
+	s.mu.Unlock()
+	if !already && c != nil {
+		c.send(controlFrame(message.PausePublication))
+	}
+	s.toClientMu.Unlock()
+	if !already {
+		s.log.Info("Publication paused", "for", d)
+		s.toAgent(controlFrame(message.PausePublication))
+	}
+}
+
+// endPause ends the PausePublication fault: start_publication to the client, then the agent frames held
+// meanwhile in their order, and start_publication to the agent if a client is there to receive.
+func (s *session) endPause() {
+	s.toClientMu.Lock()
+	s.mu.Lock()
+	if !s.faultPaused {
+		s.mu.Unlock()
+		s.toClientMu.Unlock()
+		return
+	}
+	s.faultPaused = false
+	if s.pauseTimer != nil {
+		s.pauseTimer.Stop()
+		s.pauseTimer = nil
+	}
+	held := s.held
+	s.held = nil
+	c := s.conn
+	ended := s.ended
+	s.mu.Unlock()
+	if c != nil {
+		c.send(controlFrame(message.StartPublication))
+		for _, f := range held {
+			c.send(f)
+		}
+	}
+	s.toClientMu.Unlock()
+	s.log.Info("Publication resumed", "held", len(held))
+	if c != nil && !ended {
+		s.toAgent(controlFrame(message.StartPublication))
 	}
 }
 
@@ -182,6 +277,14 @@ func (s *session) attach(c *clientConn, in message.OpenDataChannelInput) bool {
 	s.conn = c
 	s.connects++
 	s.clientID, s.clientVersion = in.ClientID, in.ClientVersion
+	paused := s.faultPaused
+	if paused {
+		// The agent is still "inactive": the new websocket is paused at once, and the agent frames that
+		// waited for a first client wait for the pause's end instead (they would end the client's pause).
+		c.out <- outFrame{b: controlFrame(message.PausePublication)} // a fresh queue: never blocks
+		s.held = append(s.pending, s.held...)
+		s.pending = nil
+	}
 	if !s.everAttached {
 		s.everAttached = true
 		for _, f := range s.pending {
@@ -194,8 +297,10 @@ func (s *session) attach(c *clientConn, in message.OpenDataChannelInput) bool {
 	if old != nil {
 		old.kill()
 	}
-	s.log.Info("Client attached", "clientId", in.ClientID, "clientVersion", in.ClientVersion, "connects", connects)
-	s.toAgent(controlFrame(message.StartPublication))
+	s.log.Info("Client attached", "clientId", in.ClientID, "clientVersion", in.ClientVersion, "connects", connects, "paused", paused)
+	if !paused {
+		s.toAgent(controlFrame(message.StartPublication))
+	}
 	f := s.e.Faults()
 	if f.DropEvery > 0 {
 		c.after(f.DropEvery, c.kill)
@@ -240,6 +345,9 @@ func (s *session) readClient(c *clientConn) {
 		}
 		if m.Type.IsStreamData() {
 			s.touch()
+		}
+		if m.Type == message.InputStreamData && s.stopAcking.Load() {
+			continue // StopAcking: the agent neither processes nor acknowledges it
 		}
 		if err := s.relayEnd.WriteFrame(data); err != nil {
 			return
@@ -286,6 +394,11 @@ func (s *session) end(output string) {
 	c := s.conn
 	s.conn = nil
 	s.pending = nil
+	s.held = nil
+	if s.pauseTimer != nil {
+		s.pauseTimer.Stop()
+		s.pauseTimer = nil
+	}
 	clientID := s.clientID
 	close(s.done)
 	s.mu.Unlock()
@@ -363,13 +476,18 @@ func (s *session) info() SessionInfo {
 	if s.props.Type != "" {
 		props["type"] = s.props.Type
 	}
-	return SessionInfo{
+	info := SessionInfo{
 		ID: s.id, Target: s.target, Document: s.document, Reason: s.reason,
 		Properties: props, AgentVersion: s.agentVersion,
 		ClientID: s.clientID, ClientVersion: s.clientVersion,
 		Connects: s.connects, Attached: s.conn != nil,
 		Ended: s.ended, Output: s.output, Started: s.started,
+		StopAcking: s.stopAcking.Load(), Paused: s.faultPaused,
 	}
+	if ch := s.agentCh.Load(); ch != nil {
+		info.Agent = ch.Stats()
+	}
+	return info
 }
 
 // controlFrame is a relay control message (start_publication, pause_publication) with an empty payload and
