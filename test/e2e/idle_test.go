@@ -138,6 +138,18 @@ func (s *suite) idleTimeout(ctx context.Context, t testing.TB) {
 	restartsBefore, pods := s.tunnelRestarts(ctx, t)
 	s.emulatorAdmin(ctx, t, http.MethodPut, "/emulator/faults", `{"idleTimeout":"20s"}`, nil)
 	defer s.emulatorAdmin(context.Background(), t, http.MethodPut, "/emulator/faults", `{}`, nil)
+	// The idle timeout applies to sessions started from now on: end the live ones as an administrator
+	// would, which the tunnels must survive too.
+	var st emulatorStats
+	s.emulatorAdmin(ctx, t, http.MethodGet, "/emulator/stats", "", &st)
+	terminated := 0
+	for _, ss := range st.Sessions {
+		if !ss.Ended {
+			s.emulatorAdmin(ctx, t, http.MethodPost, "/emulator/sessions/"+ss.ID+"/terminate", "", nil)
+			terminated++
+		}
+	}
+	t.Logf("terminated %d live sessions as an administrator", terminated)
 
 	// Watch the PortForward's Ready condition for the whole step.
 	watchCtx, stopWatch := context.WithCancel(ctx)

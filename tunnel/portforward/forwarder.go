@@ -137,7 +137,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 	}
 	if startErr != nil {
-		cancelSlots()
+		f.stopSlots(cancelSlots)
 		f.closeListeners()
 		slotsWG.Wait()
 		f.terminateAll()
@@ -182,7 +182,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	f.drainOnce.Do(func() { f.draining.Store(true); close(f.drainCh) })
 	f.closeListeners()
 	acceptWG.Wait()
-	cancelSlots()
+	f.stopSlots(cancelSlots)
 	slotsWG.Wait()
 	f.waitConns(f.cfg.DrainTimeout)
 	for _, p := range f.pools {
@@ -209,6 +209,16 @@ const (
 	abortWait             = 2 * time.Second
 	MaxShutdownAfterDrain = TerminateTimeout + abortWait
 )
+
+// stopSlots ends every slot's run loop; no slot is added afterwards.
+func (f *Forwarder) stopSlots(cancel context.CancelFunc) {
+	for _, p := range f.pools {
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+	}
+	cancel()
+}
 
 func (f *Forwarder) waitConns(d time.Duration) bool {
 	done := make(chan struct{})

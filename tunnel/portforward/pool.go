@@ -45,8 +45,9 @@ type pool struct {
 	wanted  chan struct{} // closed and replaced when a connection waits for a session (lazy slots start one)
 	lastErr error         // why the latest session start or session failed, for readiness; nil once one is up
 
-	ctx    context.Context // the slots' lifetime (set by Forwarder.Run before any slot runs)
-	slotWG *sync.WaitGroup
+	ctx     context.Context // the slots' lifetime (set by Forwarder.Run before any slot runs)
+	slotWG  *sync.WaitGroup
+	stopped bool // set before ctx is cancelled: no slot may be added once Run waits for them
 
 	conns  atomic.Int64 // local connections accepted and not ended (Config.MaxConnections)
 	resets resetCounts
@@ -103,7 +104,7 @@ func (p *pool) acquire(ctx context.Context) (*slot, *session.Session, error) {
 			p.mu.Unlock()
 			return best, sess, nil
 		}
-		if busyBasic == len(p.slots) && len(p.slots) < p.f.cfg.MaxBasicSessions && p.ctx != nil {
+		if busyBasic == len(p.slots) && len(p.slots) < p.f.cfg.MaxBasicSessions && p.ctx != nil && !p.stopped {
 			// Every session is a busy basic one: this connection gets a session of its own.
 			s := p.newSlotLocked()
 			p.slots = append(p.slots, s)
@@ -466,6 +467,7 @@ func addStats(a, b datachannel.Stats) datachannel.Stats {
 	a.FramesReceived += b.FramesReceived
 	a.BytesReceived += b.BytesReceived
 	a.DroppedFull += b.DroppedFull
+	a.DroppedBeyondHorizon += b.DroppedBeyondHorizon
 	return a
 }
 

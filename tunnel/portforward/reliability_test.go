@@ -19,7 +19,6 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
-
 func waitReady(t *testing.T, h *harness, what string) {
 	t.Helper()
 	testutil.WaitFor(t, what, 30*time.Second, func() bool { return h.fwd.Ready() == nil })
@@ -353,7 +352,6 @@ func TestBasicModeServesParallelConnections(t *testing.T) {
 	}
 }
 
-
 // A session that keeps resuming (here: ResumeSession never answers) is given up after PartitionTimeout:
 // its connections are reset so clients reconnect, and a new session serves the port.
 func TestPartitionResetsConnectionsAndReplacesSession(t *testing.T) {
@@ -389,5 +387,60 @@ func TestPartitionResetsConnectionsAndReplacesSession(t *testing.T) {
 	}
 	if got := h.fwd.Ports()[0].SessionEnds["partition"]; got != 1 {
 		t.Errorf("partition ends = %d, want 1 (%v)", got, h.fwd.Ports()[0].SessionEnds)
+	}
+}
+
+// A session that stops working while its transport looks up — the agent stops acknowledging, the service
+// keeps publication paused, or the agent's smux stream turns to garbage — is replaced: readiness is false
+// meanwhile, new connections go to the healthy session of the pool, and the port heals.
+func TestBrokenSessionIsReplaced(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(emu *emulator.Emulator, id string) error
+		reason string
+	}{
+		{name: "agent stops acknowledging", break_: func(emu *emulator.Emulator, id string) error { return emu.StopAcking(id, true) }, reason: "stalled"},
+		{name: "publication paused for good", break_: func(emu *emulator.Emulator, id string) error { return emu.PausePublication(id, -1) }, reason: "stalled"},
+		{name: "smux protocol error", break_: func(emu *emulator.Emulator, id string) error { return emu.CorruptMux(id) }, reason: "mux_failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := testutil.EchoServer(t)
+			h := startHarness(t, harnessOpts{
+				emu: emulator.Config{Pacing: emulator.PacingNone},
+				pf: portforward.Config{Ports: []portforward.PortPair{{Remote: testutil.Port(ln)}}, Sessions: 2,
+					StallTimeout: time.Second, ReconnectJitter: -1},
+			})
+			victim := h.fwd.Sessions()[0].SessionID
+			c := h.dial(0)
+			defer c.Close()
+			if err := echoRoundTrip(c, []byte("before")); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.break_(h.emu, victim); err != nil {
+				t.Fatal(err)
+			}
+			// Data sent now finds the session broken: nothing comes back on it.
+			c.Write([]byte("into the void"))
+			testutil.WaitFor(t, "the broken session to be replaced", 30*time.Second, func() bool {
+				for _, s := range h.fwd.Sessions() {
+					if s.SessionID == victim {
+						return false
+					}
+				}
+				return h.fwd.Ports()[0].SessionEnds[tc.reason] >= 1
+			})
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.Copy(io.Discard, c); !isReset(err) {
+				t.Errorf("connection on the broken session ended with %v, want a reset", err)
+			}
+			waitReady(t, h, "the port to heal")
+			for i := range 4 {
+				c := h.dial(0)
+				if err := echoRoundTrip(c, []byte(fmt.Sprintf("after %d", i))); err != nil {
+					t.Errorf("connection %d after the replacement: %v", i, err)
+				}
+				c.Close()
+			}
+		})
 	}
 }
