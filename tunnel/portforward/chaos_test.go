@@ -26,6 +26,7 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
 // chaosDuration is how long faults are injected: 3 minutes in `make test`, SSMTUNNEL_CHAOS_DURATION
@@ -234,7 +235,9 @@ func TestChaos(t *testing.T) {
 	port := testutil.Port(testutil.Serve(t, dest.serve))
 	const stallTimeout = 2 * time.Second
 	h := startHarness(t, harnessOpts{
-		emu: emulator.Config{Pacing: emulator.PacingNone},
+		// The agent resends its whole unacknowledged window at once, in random order, after every
+		// reconnect: a correct peer unlike our own, which resends oldest first.
+		emu: emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{ResendOrder: emulator.ResendRandom}},
 		pf: portforward.Config{Ports: []portforward.PortPair{{Remote: port}}, Sessions: 2,
 			StallTimeout: stallTimeout, PartitionTimeout: 10 * time.Second, ReconnectJitter: 200 * time.Millisecond},
 		channel: datachannel.Config{MaxPayloadSize: 4 << 10},
@@ -248,7 +251,18 @@ func TestChaos(t *testing.T) {
 		errMu    sync.Mutex
 		failures []string
 	)
+	var logMu sync.Mutex
+	var faultLog []string
+	start0 := time.Now()
+	lastFaults := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Join(faultLog[max(0, len(faultLog)-3):], "; ")
+	}
 	record := func(o outcome, n int64, err error) {
+		if o == outTruncated {
+			err = fmt.Errorf("%w at +%s, after faults: %s", err, time.Since(start0).Round(time.Millisecond), lastFaults())
+		}
 		counts[o].Add(1)
 		if o == outComplete {
 			bytes.Add(2 * n)
@@ -310,8 +324,12 @@ func TestChaos(t *testing.T) {
 				continue
 			}
 			i := rng.IntN(len(faults))
-			if err := faults[i].inject(h.emu, live[rng.IntN(len(live))]); err == nil {
+			id := live[rng.IntN(len(live))]
+			if err := faults[i].inject(h.emu, id); err == nil {
 				faultCounts[i]++
+				logMu.Lock()
+				faultLog = append(faultLog, fmt.Sprintf("+%s %s on %s", time.Since(start0).Round(time.Millisecond), faults[i].name, id[len(id)-6:]))
+				logMu.Unlock()
 			}
 		}
 	}()
@@ -321,8 +339,26 @@ func TestChaos(t *testing.T) {
 	<-faultsDone
 	assertRunning(t, h)
 
-	// Healing: with the faults stopped, every connection completes.
-	waitReady(t, h, "the port to heal after the faults")
+	// Healing: with the faults stopped and undone, every connection completes.
+	f := h.emu.Faults()
+	f.RefuseResume = emulator.ResumeAllowed
+	if err := h.emu.SetFaults(f); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range h.emu.Sessions() {
+		if !s.Ended {
+			h.emu.StopAcking(s.ID, false)
+			h.emu.PausePublication(s.ID, 0)
+		}
+	}
+	testutil.WaitFor(t, "every session of the pool to be ready after the faults", time.Minute, func() bool {
+		for _, s := range h.fwd.Sessions() {
+			if s.SessionID == "" || s.State != session.StateReady {
+				return false
+			}
+		}
+		return h.fwd.Ready() == nil
+	})
 	chaosCounts := make([]int64, numOutcomes)
 	for i := range counts {
 		chaosCounts[i] = counts[i].Swap(0)

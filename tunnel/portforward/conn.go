@@ -10,6 +10,7 @@ import (
 	"github.com/xtaci/smux"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
 // fwdConn is one accepted local connection carried by one smux stream.
@@ -24,6 +25,7 @@ import (
 // connection therefore costs no goroutine at all.
 type fwdConn struct {
 	slot     *slot
+	sess     *session.Session // the session its stream belongs to
 	local    net.Conn
 	stream   *smux.Stream
 	opened   time.Time
@@ -65,12 +67,16 @@ const (
 	copyDone
 )
 
-// attach completes the connection registered for the stream (streamTable.opened) and starts the agent →
-// local copy if the agent already sent something.
-func (c *fwdConn) attach(s *slot, local net.Conn, st *smux.Stream) {
-	c.slot, c.local, c.stream, c.opened = s, local, st, time.Now()
+// attach completes the connection registered for the stream (streamTable.opened).
+func (c *fwdConn) attach(s *slot, sess *session.Session, local net.Conn, st *smux.Stream) {
+	c.slot, c.sess, c.local, c.stream, c.opened = s, sess, local, st, time.Now()
 	c.toLocalDone = make(chan struct{})
 	c.toLocal.Store(copyIdle)
+}
+
+// start begins the agent → local copy if the agent already sent something; the connection is attached
+// and registered with its slot.
+func (c *fwdConn) start() {
 	if c.wantsToLocal() {
 		c.wakeToLocal()
 	}
@@ -90,10 +96,10 @@ func (c *fwdConn) wakeToLocal() {
 // abort resets the local connection and closes the stream at once (drain deadline, stalled stream,
 // partition, session replaced), counted under why.
 func (c *fwdConn) abort(why resetReason) {
-	if c.aborted.Swap(true) {
-		return
-	}
+	// Reset before marking aborted: the copy that sees aborted closes the local side without a reset of
+	// its own, so the reset must already have been decided by then.
 	c.resetLocal(why)
+	c.aborted.Store(true)
 	c.stream.Close()
 }
 
@@ -208,9 +214,10 @@ func (s *slot) endToLocal(c *fwdConn, err error) {
 		// The local app is gone or refuses data: nothing more can reach it.
 		c.resetLocal(resetLocalGone)
 		c.stream.Close()
-	case err != nil || !c.finReceived.Load():
-		// The stream ended without the agent's FIN (its session failed or was replaced): bytes may be
-		// missing, so the app must see a reset, not an end of stream.
+	case err != nil || !c.finReceived.Load() || s.sessionEnding(c.sess):
+		// The stream ended without the agent's FIN, or its FIN came from a session that is being torn down
+		// (an agent told to end closes every stream with a FIN): bytes may be missing, so the app must see
+		// a reset, not an end of stream.
 		c.resetLocal(resetSessionLost)
 		c.stream.Close()
 	case c.received.Load() == 0 && s.claimConnectError():

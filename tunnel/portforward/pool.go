@@ -509,15 +509,27 @@ func (s *slot) handle(local net.Conn, sess *session.Session, end func()) error {
 		s.pool.release(s)
 		end()
 	}
-	c.attach(s, local, st)
+	c.attach(s, sess, local, st)
 	s.cmu.Lock()
 	if s.conns == nil {
 		s.conns = map[*fwdConn]struct{}{}
 	}
 	s.conns[c] = struct{}{}
 	s.cmu.Unlock()
+	// Registered before this check, so a replacement either resets it in abortAll or is seen here.
+	if s.sessionEnding(sess) {
+		c.abort(resetSessionLost)
+	}
+	c.start()
 	s.serveMux(c)
 	return nil
+}
+
+// sessionEnding reports whether sess is no longer the slot's session, or is being replaced.
+func (s *slot) sessionEnding(sess *session.Session) bool {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return s.sess != sess || s.replacing != endNone
 }
 
 // abortAll resets every connection of the slot.

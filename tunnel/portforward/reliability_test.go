@@ -444,3 +444,43 @@ func TestBrokenSessionIsReplaced(t *testing.T) {
 		})
 	}
 }
+
+// Overlapping basic-mode clients each get their own destination connection's bytes and nobody else's.
+func TestBasicModeOverlappingClientsGetTheirOwnBytes(t *testing.T) {
+	h := basicHarness(t, startIDServer(t, false), portforward.Config{})
+	var wg sync.WaitGroup
+	ids := make(chan uint64, 6)
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", h.addrs[0].String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.Write([]byte{byte(i)})
+			id, err := readIdentity(c, 128<<10)
+			if err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+				return
+			}
+			ids <- id
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(ids)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[uint64]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Errorf("two clients received destination connection %d", id)
+		}
+		seen[id] = true
+	}
+}
