@@ -237,7 +237,8 @@ func TestChaos(t *testing.T) {
 	h := startHarness(t, harnessOpts{
 		// The agent resends its whole unacknowledged window at once, in random order, after every
 		// reconnect: a correct peer unlike our own, which resends oldest first.
-		emu: emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{ResendOrder: emulator.ResendRandom}},
+		// Every session also reaches the service's maximum duration after 6 s.
+		emu: emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{ResendOrder: emulator.ResendRandom, MaxSessionDuration: 6 * time.Second}},
 		pf: portforward.Config{Ports: []portforward.PortPair{{Remote: port}}, Sessions: 2,
 			StallTimeout: stallTimeout, PartitionTimeout: 10 * time.Second, ReconnectJitter: 200 * time.Millisecond},
 		channel: datachannel.Config{MaxPayloadSize: 4 << 10},

@@ -106,11 +106,12 @@ func (c *fwdConn) abort(why resetReason) {
 // resetLocal ends the local connection with a TCP reset, counted under why: the app must never read the
 // end of a stream that may have lost bytes as a complete response.
 func (c *fwdConn) resetLocal(why resetReason) {
-	if c.reset.Swap(true) {
-		return
-	}
-	c.slot.pool.countReset(why)
+	// Linger first, by every caller: a second caller must not return, and let its caller close the
+	// connection, before the first one's reset is armed.
 	setLingerZero(c.local)
+	if !c.reset.Swap(true) {
+		c.slot.pool.countReset(why)
+	}
 	c.closeLocal()
 }
 
