@@ -159,7 +159,7 @@ type Target struct {
 	// (mi-0123456789abcdef0).
 	// +optional
 	// +kubebuilder:validation:MaxLength=20
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(i|mi)-[0-9a-f]{8,17}$')",message="instanceID must be i- or mi- followed by 8 to 17 lowercase hex digits, e.g. i-0123456789abcdef0"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(i-([0-9a-f]{8}|[0-9a-f]{17})|mi-[0-9a-f]{17})$')",message="instanceID must be i- followed by 8 or 17 lowercase hex digits (i-0123456789abcdef0) or mi- followed by 17 (mi-0123456789abcdef0)"
 	InstanceID string `json:"instanceID,omitempty"`
 
 	// selector picks an Online managed instance by its tags; the controller fails over to another matching

@@ -49,11 +49,15 @@ func TestInvalidPortForwardsRejected(t *testing.T) {
 			pf.Spec.Target.Selector = &v1alpha1.InstanceSelector{Tags: map[string]string{"role": "db"}}
 		}, message: "target needs exactly one of instanceID or selector"},
 		{name: "instance ID too short", mutate: func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "i-1234567" },
-			message: "instanceID must be i- or mi- followed by 8 to 17 lowercase hex digits"},
+			message: "instanceID must be i- followed by 8 or 17 lowercase hex digits"},
 		{name: "instance ID upper case", mutate: func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "i-0123456789ABCDEF0" },
-			message: "instanceID must be i- or mi- followed by 8 to 17 lowercase hex digits"},
+			message: "instanceID must be i- followed by 8 or 17 lowercase hex digits"},
+		{name: "instance ID with 10 hex digits", mutate: func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "i-0123456789" },
+			message: "instanceID must be i- followed by 8 or 17 lowercase hex digits"},
+		{name: "managed instance ID with 8 hex digits", mutate: func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "mi-01234567" },
+			message: "instanceID must be i- followed by 8 or 17 lowercase hex digits"},
 		{name: "instance ID wrong prefix", mutate: func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "x-0123456789abcdef0" },
-			message: "instanceID must be i- or mi- followed by 8 to 17 lowercase hex digits"},
+			message: "instanceID must be i- followed by 8 or 17 lowercase hex digits"},
 		{name: "selector without tags", mutate: func(pf *v1alpha1.PortForward) {
 			pf.Spec.Target = v1alpha1.Target{Selector: &v1alpha1.InstanceSelector{Tags: map[string]string{}}}
 		}, message: "spec.target.selector.tags: Invalid value"},
