@@ -358,6 +358,7 @@ type PortForwardStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Remote-Host",type=string,JSONPath=`.spec.remoteHost`,priority=1
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label starting with a letter (at most 63 lowercase letters, digits and '-'): the Service is named after the PortForward"
 type PortForward struct {
 	metav1.TypeMeta `json:",inline"`

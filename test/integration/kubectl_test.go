@@ -83,7 +83,7 @@ func TestPrinterColumns(t *testing.T) {
 	for _, c := range table.ColumnDefinitions {
 		headers = append(headers, strings.ToUpper(c.Name))
 	}
-	if want := []string{"NAME", "TARGET", "PORTS", "READY", "STATUS", "AGE", "REMOTE-HOST", "ADDRESS"}; !slices.Equal(headers, want) {
+	if want := []string{"NAME", "TARGET", "PORTS", "READY", "STATUS", "AGE", "REMOTE-HOST", "ADDRESS", "MESSAGE"}; !slices.Equal(headers, want) {
 		t.Errorf("columns %v, want %v", headers, want)
 	}
 	var b strings.Builder
@@ -103,8 +103,8 @@ func TestPrinterColumns(t *testing.T) {
 	}
 	_ = w.Flush()
 	t.Logf("API server table for `kubectl get pf -o wide`:\n%s", b.String())
-	if got := rows["intranet"]; len(got) != 8 || got[1] != "mi-0123456789abcdef0" || got[2] != "80:8080,443:8443" || got[3] != "1/1" ||
-		got[4] != "Available" || got[6] != "intranet.corp.example" || !strings.Contains(got[7], "intranet."+ns+".svc:443") {
+	if got := rows["intranet"]; len(got) != 9 || got[1] != "mi-0123456789abcdef0" || got[2] != "80:8080,443:8443" || got[3] != "1/1" ||
+		got[4] != "Available" || got[6] != "intranet.corp.example" || !strings.Contains(got[7], "intranet."+ns+".svc:443") || got[8] == "<none>" || got[8] == "" {
 		t.Errorf("intranet row %q", got)
 	}
 
