@@ -299,8 +299,14 @@ func isLocalhostName(host string) bool {
 // which check unmaps), and the inet_aton forms of IPv4 (decimal, octal with a leading 0, hex with 0x, in
 // one to four parts: 127.1, 0x7f000001, 2130706433, 0177.0.0.1).
 func parseHostAddr(host string) (netip.Addr, bool) {
-	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+	if a, err := netip.ParseAddr(host); err == nil {
 		return a, true
+	}
+	// A bracketed IPv6 literal; only a matched pair is brackets ("::%]" is :: in zone "]").
+	if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		if a, err := netip.ParseAddr(host[1 : len(host)-1]); err == nil {
+			return a, true
+		}
 	}
 	parts := strings.Split(host, ".")
 	if len(parts) > 4 {
