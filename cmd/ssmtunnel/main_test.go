@@ -354,22 +354,7 @@ func TestForwardServesHealthMetricsAndShutsDownCleanly(t *testing.T) {
 	health, metrics := freeAddr(t), freeAddr(t)
 	out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + echoPort(t), "--health-addr", health,
 		"--metrics-addr", metrics, "--sessions", "2", "--rate", "0", "--reason", "acceptance test"})
-	var local string
-	testutil.WaitFor(t, "the Forwarding line", 30*time.Second, func() bool {
-		select {
-		case code := <-done:
-			t.Fatalf("exited early with %d: %s", code, errb.String())
-		default:
-		}
-		s := out.String()
-		if i := strings.Index(s, "Forwarding from "); i >= 0 {
-			if j := strings.Index(s[i:], " -> "); j >= 0 {
-				local = s[i+len("Forwarding from ") : i+j]
-				return true
-			}
-		}
-		return false
-	})
+	local := forwardingAddr(t, out, errb, done)
 	testutil.WaitFor(t, "/readyz 200", 10*time.Second, func() bool { return httpStatus(health, "/readyz") == 200 })
 	if httpStatus(health, "/healthz") != 200 {
 		t.Error("/healthz not 200")
