@@ -530,8 +530,9 @@ type SessionInfo struct {
 	// Ended reports whether the session is over, and Output is its channel_closed text.
 	Ended  bool
 	Output string
-	// Started is when StartSession created it.
-	Started time.Time
+	// Started is when StartSession created it, and MaxDuration the maximum duration fixed then (0: none).
+	Started     time.Time
+	MaxDuration time.Duration
 	// StopAcking and Paused report the StopAcking and PausePublication faults in force.
 	StopAcking, Paused bool
 	// Agent is the agent's data channel counters (zero before the agent started): what it sent, resent

@@ -481,7 +481,7 @@ func (s *session) info() SessionInfo {
 		Properties: props, AgentVersion: s.agentVersion,
 		ClientID: s.clientID, ClientVersion: s.clientVersion,
 		Connects: s.connects, Attached: s.conn != nil,
-		Ended: s.ended, Output: s.output, Started: s.started,
+		Ended: s.ended, Output: s.output, Started: s.started, MaxDuration: s.maxDur,
 		StopAcking: s.stopAcking.Load(), Paused: s.faultPaused,
 	}
 	if ch := s.agentCh.Load(); ch != nil {

@@ -203,7 +203,15 @@ type chaosFault struct {
 	inject func(emu *emulator.Emulator, sessionID string) error
 }
 
-func chaosFaults(stallFor time.Duration) []chaosFault {
+// chaosFaults are the faults; those undone later on a timer count in undoing until they are.
+func chaosFaults(stallFor time.Duration, undoing *sync.WaitGroup) []chaosFault {
+	later := func(d time.Duration, undo func()) {
+		undoing.Add(1)
+		time.AfterFunc(d, func() {
+			defer undoing.Done()
+			undo()
+		})
+	}
 	return []chaosFault{
 		{"websocket drop", func(emu *emulator.Emulator, id string) error { return emu.DropClient(id) }},
 		{"hourly bye", func(emu *emulator.Emulator, id string) error { return emu.ByeClient(id) }},
@@ -216,7 +224,7 @@ func chaosFaults(stallFor time.Duration) []chaosFault {
 			}
 			err := emu.DropClient(id)
 			// Restore once the client's ResumeSession was refused: the next fault starts from allowed resumes.
-			time.AfterFunc(2*time.Second, func() {
+			later(2*time.Second, func() {
 				f := emu.Faults()
 				f.RefuseResume = emulator.ResumeAllowed
 				emu.SetFaults(f)
@@ -227,7 +235,7 @@ func chaosFaults(stallFor time.Duration) []chaosFault {
 			if err := emu.StopAcking(id, true); err != nil {
 				return err
 			}
-			time.AfterFunc(stallFor, func() { emu.StopAcking(id, false) })
+			later(stallFor, func() { emu.StopAcking(id, false) })
 			return nil
 		}},
 		{"pause", func(emu *emulator.Emulator, id string) error { return emu.PausePublication(id, stallFor) }},
@@ -304,7 +312,8 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Faults: one every 0.5-2 s on a random live session of the port.
-	faults := chaosFaults(stallTimeout + time.Second)
+	var undoing sync.WaitGroup
+	faults := chaosFaults(stallTimeout+time.Second, &undoing)
 	faultCounts := make([]int, len(faults))
 	var peakHeap uint64
 	stopFaults := make(chan struct{})
@@ -344,11 +353,15 @@ func TestChaos(t *testing.T) {
 	runClients(start.Add(duration), 50, false)
 	close(stopFaults)
 	<-faultsDone
+	undoing.Wait()
 	assertRunning(t, h)
 
-	// Healing: with the faults stopped and undone, every connection completes.
+	// Healing: with the faults stopped and undone, every connection completes. The maximum duration is
+	// a fault too, fixed when a session starts: the pool must first replace every session that started
+	// under it, or a session could reach it during the healing round and reset its connections.
 	f := h.emu.Faults()
 	f.RefuseResume = emulator.ResumeAllowed
+	f.MaxSessionDuration = 0
 	if err := h.emu.SetFaults(f); err != nil {
 		t.Fatal(err)
 	}
@@ -358,9 +371,12 @@ func TestChaos(t *testing.T) {
 			h.emu.PausePublication(s.ID, 0)
 		}
 	}
-	testutil.WaitFor(t, "every session of the pool to be ready after the faults", time.Minute, func() bool {
+	testutil.WaitFor(t, "every session of the pool to be replaced and ready after the faults", time.Minute, func() bool {
 		for _, s := range h.fwd.Sessions() {
 			if s.SessionID == "" || s.State != session.StateReady {
+				return false
+			}
+			if info, ok := h.emu.Session(s.SessionID); !ok || info.MaxDuration != 0 {
 				return false
 			}
 		}
