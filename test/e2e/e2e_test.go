@@ -42,6 +42,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -440,7 +441,9 @@ func tunnelLabels(name string) map[string]string {
 }
 
 // waitPortForwardReady waits until the PortForward's status is Ready for its current generation with want
-// ready replicas, and returns how long that took.
+// ready replicas, and the Service's EndpointSlices list exactly those pods as ready, and returns how long
+// that took. The PortForward's status follows the pods; traffic to the Service's ClusterIP follows the
+// EndpointSlices, which the endpoint controller updates a moment later.
 func (s *suite) waitPortForwardReady(ctx context.Context, t testing.TB, want int32, timeout time.Duration) time.Duration {
 	return waitFor(ctx, t, timeout, fmt.Sprintf("PortForward %s/%s Ready with %d ready replicas", nsApps, pfName, want),
 		func(ctx context.Context) (bool, string, error) {
@@ -456,10 +459,33 @@ func (s *suite) waitPortForwardReady(ctx context.Context, t testing.TB, want int
 				}
 			}
 			pods, nready := s.podStates(ctx, nsApps, tunnelLabels(pfName))
-			state := fmt.Sprintf("generation=%d observed=%d ready=%q readyReplicas=%d conditions=%v pods: %s",
-				pf.Generation, pf.Status.ObservedGeneration, pf.Status.Ready, pf.Status.ReadyReplicas, conditionSummary(pf.Status.Conditions), pods)
-			return ready && pf.Status.ObservedGeneration == pf.Generation && pf.Status.ReadyReplicas == want && int32(nready) == want, state, nil
+			endpoints, err := s.readyEndpoints(ctx, pfName)
+			if err != nil {
+				return false, "", err
+			}
+			state := fmt.Sprintf("generation=%d observed=%d ready=%q readyReplicas=%d conditions=%v pods: %s; ready endpoints %d",
+				pf.Generation, pf.Status.ObservedGeneration, pf.Status.Ready, pf.Status.ReadyReplicas, conditionSummary(pf.Status.Conditions), pods, endpoints)
+			return ready && pf.Status.ObservedGeneration == pf.Generation && pf.Status.ReadyReplicas == want && int32(nready) == want &&
+				int32(endpoints) == want, state, nil
 		})
+}
+
+// readyEndpoints counts the ready endpoints of the Service's EndpointSlices: the backends its ClusterIP
+// sends new connections to.
+func (s *suite) readyEndpoints(ctx context.Context, service string) (int, error) {
+	var list discoveryv1.EndpointSliceList
+	if err := s.k.c.List(ctx, &list, client.InNamespace(nsApps), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sl := range list.Items {
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 func conditionSummary(cs []metav1.Condition) string {
