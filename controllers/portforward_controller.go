@@ -90,9 +90,13 @@ type PortForwardReconciler struct {
 func (r *PortForwardReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pf := &v1alpha1.PortForward{}
 	if err := r.Get(ctx, req.NamespacedName, pf); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetMetrics(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pf.DeletionTimestamp.IsZero() {
+		forgetMetrics(req.NamespacedName)
 		return ctrl.Result{}, nil // children go with it through their owner references
 	}
 	obs, err := r.resolveTarget(ctx, pf)
@@ -120,6 +124,7 @@ func (r *PortForwardReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.writeStatus(ctx, pf, obs); err != nil {
 		return ctrl.Result{}, err
 	}
+	recordMetrics(pf)
 	if pf.Spec.Target.Selector != nil {
 		return ctrl.Result{RequeueAfter: r.Options.ResolveInterval}, nil // nothing watches AWS
 	}

@@ -176,6 +176,10 @@ type Config struct {
 	// MaxBasicSessions bounds the sessions of a port in basic mode, where each concurrent connection needs
 	// a session of its own (§9.3). Default 8.
 	MaxBasicSessions int
+	// ProbeInterval, when set, opens a probe connection through each ready port this often, so the port's
+	// Destination is known without traffic: the agent dials the destination, the probe ends at once, and
+	// the destination sees a connection open and close (a database may log it). 0 is off; at least 1s.
+	ProbeInterval time.Duration
 	// Out receives the "Forwarding from ..." lines (stdout in the CLI). Nil: discarded.
 	Out io.Writer
 	// Logger for connection and session events. Default: discard.
@@ -214,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.Reconnect != ReconnectEager && c.Reconnect != ReconnectLazy {
 		return fmt.Errorf("Reconnect %d is neither ReconnectEager nor ReconnectLazy", c.Reconnect)
+	}
+	if c.ProbeInterval != 0 && c.ProbeInterval < time.Second {
+		return fmt.Errorf("--probe-interval must be at least 1s (0 is off), got %s", c.ProbeInterval)
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("--max-connections must not be negative (0 is unlimited), got %d", c.MaxConnections)

@@ -136,7 +136,9 @@ func (w toLocalWriter) Write(p []byte) (int, error) {
 	w.c.localWrites.Add(1)
 	n, err := w.c.local.Write(p)
 	w.c.localWrites.Add(1)
-	w.c.received.Add(int64(n))
+	if w.c.received.Add(int64(n)) == int64(n) && n > 0 {
+		w.c.slot.pool.dest.reachedNow() // the first bytes from the destination
+	}
 	if err != nil {
 		return n, localWriteError{err}
 	}
@@ -227,6 +229,8 @@ func (s *slot) endToLocal(c *fwdConn, err error) {
 		s.log.Warn("Connection to destination failed, check the SSM Agent logs", "port", s.port.String(), "remote", c.local.RemoteAddr().String())
 		c.resetLocal(resetDestinationRefused)
 	default:
+		// The agent's clean end of a stream that was not refused: its dial reached the destination.
+		s.pool.dest.reachedNow()
 		if cw, ok := c.local.(closeWriter); ok {
 			cw.CloseWrite()
 		} else {
@@ -280,6 +284,7 @@ func (s *slot) onFlag(f message.Flag) {
 		return
 	}
 	s.connectErrors.Add(1)
+	s.pool.dest.refusedNow()
 	at := time.Now()
 	s.fmu.Lock()
 	s.pendingRefusals = append(s.pendingRefusals, at)

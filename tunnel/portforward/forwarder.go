@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
@@ -35,6 +37,8 @@ type Forwarder struct {
 	// it lives from Run's start until every connection has ended. Set once by Run; read by connections and
 	// metrics.
 	idle atomic.Pointer[idlePoller]
+	// connectSeconds is the time from accepting a local connection to a session taking it, per port.
+	connectSeconds *prometheus.HistogramVec
 }
 
 // New validates cfg. starter is usually a *session.Client.
@@ -47,7 +51,7 @@ func New(cfg Config, starter Starter) (*Forwarder, error) {
 	}
 	cfg = cfg.withDefaults()
 	f := &Forwarder{cfg: cfg, starter: starter, log: cfg.Logger, started: make(chan struct{}),
-		drainCh: make(chan struct{})}
+		drainCh: make(chan struct{}), connectSeconds: newConnectHistogram()}
 	for _, p := range cfg.Ports {
 		f.pools = append(f.pools, newPool(f, p))
 	}
@@ -173,6 +177,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	go f.everySlot(stallStop, max(f.cfg.StallTimeout/4, 100*time.Millisecond), (*slot).checkStall)
 	// The stalled-stream watchdog ticks at a fortieth of its timeout so a reset comes within 2.5% of it.
 	go f.everySlot(stallStop, max(f.cfg.StreamStallTimeout/40, 20*time.Millisecond), (*slot).resetStalledStreams)
+	if f.cfg.ProbeInterval > 0 {
+		go f.probeDestinations(stallStop, f.cfg.ProbeInterval)
+	}
 	defer close(stallStop)
 	f.lastTick.Store(time.Now().UnixNano())
 	close(f.started)
@@ -310,11 +317,15 @@ func (f *Forwarder) serveConn(c net.Conn, p *pool) {
 	}
 	// The deadline spans the retries, but its context and timer are released once a session is acquired:
 	// held for a connection's whole life they cost ~400 B per idle connection.
-	deadline := time.Now().Add(f.cfg.ConnectTimeout)
+	accepted := time.Now()
+	deadline := accepted.Add(f.cfg.ConnectTimeout)
 	for try := 0; try < 3; try++ {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		s, sess, err := p.acquire(ctx)
 		cancel()
+		if err == nil && try == 0 {
+			p.connectSeconds.Observe(time.Since(accepted).Seconds())
+		}
 		if err != nil {
 			f.log.Warn("Resetting connection", "port", p.port.String(), "remote", c.RemoteAddr().String(), "err", err)
 			p.countReset(resetNoSession)
@@ -418,6 +429,10 @@ type PortStatus struct {
 	// Reason classifies LastError (session.Reason): TargetNotConnected, AccessDenied, Throttled, ...
 	Reason    string `json:"reason,omitempty"`
 	LastError string `json:"lastError,omitempty"`
+	// Destination is what the port's streams last saw of the destination: reachable, unreachable or
+	// unknown (no answered stream yet); DestinationError says why it is unreachable.
+	Destination      string `json:"destination"`
+	DestinationError string `json:"destinationError,omitempty"`
 }
 
 // Status reports every port's state.
@@ -425,28 +440,7 @@ func (f *Forwarder) Status() Status {
 	st := Status{Ready: !f.draining.Load()}
 	now := time.Now()
 	for _, p := range f.pools {
-		ps := PortStatus{Port: p.port.String()}
-		p.mu.Lock()
-		for _, s := range p.slots {
-			state := "none"
-			switch {
-			case s.sess != nil && s.stalled:
-				state = "stalled"
-			case s.sess != nil:
-				state = s.sess.State().String()
-			case s.idle:
-				state = "idle"
-			}
-			ps.Sessions = append(ps.Sessions, state)
-			if state == "ready" && s.replacing == endNone || state == "idle" ||
-				!s.gapSince.IsZero() && now.Sub(s.gapSince) < readyGrace {
-				ps.Ready = true
-			}
-		}
-		if p.lastErr != nil {
-			ps.LastError, ps.Reason = p.lastErr.Error(), session.Reason(p.lastErr)
-		}
-		p.mu.Unlock()
+		ps := p.status(now)
 		st.Ready = st.Ready && ps.Ready
 		st.Ports = append(st.Ports, ps)
 	}

@@ -21,6 +21,7 @@ var (
 	descStreamsOpen = prometheus.NewDesc("ssmtunnel_streams_open", "Connections (smux streams) open now.", labels, nil)
 	descStreamsTot  = prometheus.NewDesc("ssmtunnel_streams_total", "Connections carried so far.", labels, nil)
 	descBytes       = prometheus.NewDesc("ssmtunnel_bytes_total", "Payload bytes carried by the data channel; direction is sent (to the agent) or received.", append(labels, "direction"), nil)
+	descFramesSent  = prometheus.NewDesc("ssmtunnel_frames_sent_total", "Data frames sent to the agent for the first time (retransmits not included).", labels, nil)
 	descRetransmits = prometheus.NewDesc("ssmtunnel_retransmits_total", "Data frames sent again for want of an ack.", labels, nil)
 	descDropped     = prometheus.NewDesc("ssmtunnel_frames_dropped_total", "Data frames from the agent dropped unacknowledged, because the receive buffer was full or they were further ahead than the out-of-order store holds; the agent resends them after its timeout.", labels, nil)
 	descRTT         = prometheus.NewDesc("ssmtunnel_rtt_seconds", "Smoothed round-trip time of data-channel acks (§7.3).", labels, nil)
@@ -31,13 +32,25 @@ var (
 	descSessionEnds = prometheus.NewDesc("ssmtunnel_session_closed_total", "Sessions that ended and were replaced, by reason (idle_timeout, max_duration, terminated, not_resumable, mux_failed, stalled, partition, basic_done, failed).", []string{"port", "reason"}, nil)
 	descResets      = prometheus.NewDesc("ssmtunnel_connections_reset_total", "Local connections ended with a TCP reset instead of a FIN, by reason (session_lost, local_gone, destination_refused, stalled_stream, drain_deadline, connection_limit, no_session).", []string{"port", "reason"}, nil)
 	descConnsOpen   = prometheus.NewDesc("ssmtunnel_connections_open", "Local connections accepted and not ended, per port.", []string{"port"}, nil)
+	descDestination = prometheus.NewDesc("ssmtunnel_destination_state", "1 for what the port's streams last saw of the destination: reachable, unreachable (ConnectToPortError) or unknown (no answered stream yet).", []string{"port", "state"}, nil)
 	descLastError   = prometheus.NewDesc("ssmtunnel_port_last_error", "1 for the reason of the port's last session error while it has no ready session (TargetNotConnected, AccessDenied, Throttled, ...).", []string{"port", "reason"}, nil)
 )
 
+func newConnectHistogram() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ssmtunnel_connect_duration_seconds",
+		Help: "Time from accepting a local connection to a session taking it: near zero while a session is ready, the session's start or resume otherwise.",
+		// From a ready session (well under 1 ms) to a lazy start or a resume (seconds), up to ConnectTimeout.
+		Buckets: []float64{0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"port"})
+}
+
 // Describe implements prometheus.Collector, so the CLI registers the Forwarder itself.
 func (f *Forwarder) Describe(ch chan<- *prometheus.Desc) {
+	f.connectSeconds.Describe(ch)
+	ch <- descDestination
 	for _, d := range []*prometheus.Desc{descReady, descParked, descSessionUp, descStalled, descStarts, descResumes,
-		descStreamsOpen, descStreamsTot, descBytes, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets,
+		descStreamsOpen, descStreamsTot, descBytes, descFramesSent, descRetransmits, descDropped, descRTT, descConnErrors, descHeld, descStallResets,
 		descSessionEnds, descResets, descConnsOpen, descLastError} {
 		ch <- d
 	}
@@ -51,6 +64,7 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
 	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(f.ParkedConnections()))
+	f.connectSeconds.Collect(ch)
 	status := f.Status()
 	for i, p := range f.pools {
 		port := p.port.String()
@@ -61,8 +75,16 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descResets, prometheus.CounterValue, float64(p.resets[r].Load()), port, r.String())
 		}
 		ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(p.conns.Load()), port)
-		if ps := status.Ports[i]; !ps.Ready && ps.Reason != "" {
+		ps := status.Ports[i]
+		if !ps.Ready && ps.Reason != "" {
 			ch <- prometheus.MustNewConstMetric(descLastError, prometheus.GaugeValue, 1, port, ps.Reason)
+		}
+		for _, d := range []string{DestinationReachable, DestinationUnreachable, DestinationUnknown} {
+			v := 0.0
+			if ps.Destination == d {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descDestination, prometheus.GaugeValue, v, port, d)
 		}
 		for _, s := range p.slotList() {
 			p.mu.Lock()
@@ -97,6 +119,7 @@ func (f *Forwarder) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descStreamsTot, prometheus.CounterValue, float64(s.streamsTotal.Load()), lv...)
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesSent), append(lv, "sent")...)
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesReceived), append(lv, "received")...)
+			ch <- prometheus.MustNewConstMetric(descFramesSent, prometheus.CounterValue, float64(st.FramesSent), lv...)
 			ch <- prometheus.MustNewConstMetric(descRetransmits, prometheus.CounterValue, float64(st.Retransmits), lv...)
 			ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.DroppedFull+st.DroppedBeyondHorizon), lv...)
 			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, srtt, lv...)

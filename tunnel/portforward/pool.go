@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xtaci/smux"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
@@ -52,10 +53,43 @@ type pool struct {
 	conns  atomic.Int64 // local connections accepted and not ended (Config.MaxConnections)
 	resets resetCounts
 	ends   endCounts
+	dest   destinationRecord
+
+	connectSeconds prometheus.Observer // Forwarder.connectSeconds of this port
+}
+
+// status is the port's PortStatus. A port is ready while a session can take a connection now, or is idle
+// (ReconnectLazy), or was replaced less than readyGrace ago.
+func (p *pool) status(now time.Time) PortStatus {
+	ps := PortStatus{Port: p.port.String()}
+	ps.Destination, ps.DestinationError = p.dest.state(p.destination())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.slots {
+		state := "none"
+		switch {
+		case s.sess != nil && s.stalled:
+			state = "stalled"
+		case s.sess != nil:
+			state = s.sess.State().String()
+		case s.idle:
+			state = "idle"
+		}
+		ps.Sessions = append(ps.Sessions, state)
+		if state == "ready" && s.replacing == endNone || state == "idle" ||
+			!s.gapSince.IsZero() && now.Sub(s.gapSince) < readyGrace {
+			ps.Ready = true
+		}
+	}
+	if p.lastErr != nil {
+		ps.LastError, ps.Reason = p.lastErr.Error(), session.Reason(p.lastErr)
+	}
+	return ps
 }
 
 func newPool(f *Forwarder, port PortPair) *pool {
-	p := &pool{f: f, port: port, changed: make(chan struct{}), wanted: make(chan struct{})}
+	p := &pool{f: f, port: port, changed: make(chan struct{}), wanted: make(chan struct{}),
+		connectSeconds: f.connectSeconds.WithLabelValues(port.String())}
 	for range f.cfg.Sessions {
 		p.slots = append(p.slots, p.newSlotLocked())
 	}
