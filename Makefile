@@ -47,6 +47,8 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC in config/ and copy the CRDs into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# One line per paragraph in the CRD descriptions, so kubectl explain does not break sentences mid-line.
+	$(GO) run ./hack/unwrapdesc config/crd/bases/*.yaml
 	mkdir -p charts/ssmtunnel/crds
 	cp config/crd/bases/*.yaml charts/ssmtunnel/crds/
 

@@ -8,7 +8,8 @@
 #   4. kustomize build config/default, plain and with the prometheus and network-policy parts enabled;
 #   5. consistency (test/e2e/chart_test.go, build tag "chart"): the chart's RBAC equals config/rbac/role.yaml,
 #      its CRDs equal config/crd/bases, every manager flag the chart or kustomize passes exists in
-#      cmd/manager, and the operator pod is restricted.
+#      cmd/manager, and the operator pod is restricted;
+#   6. the CRDs' descriptions have no hard line breaks inside a paragraph (go test ./hack/unwrapdesc).
 # Any failure stops the script with a message and a non-zero exit.
 set -euo pipefail
 
@@ -187,6 +188,9 @@ expect "$out" '^  name: ssmtunnel-controller-manager-metrics-monitor$' "ServiceM
 step "consistency: chart RBAC = config/rbac, chart CRDs = config/crd, manager flags exist, restricted pod"
 HELM=$HELM KUSTOMIZE=$KUSTOMIZE "$GO" test -count=1 -tags chart -run '^TestChart' ./test/e2e/ ||
   fail "consistency tests (go test -tags chart ./test/e2e/)"
+
+step "CRD descriptions: one line per paragraph (hack/unwrapdesc), so kubectl explain does not break sentences"
+"$GO" test -count=1 ./hack/unwrapdesc/ || fail "CRD descriptions keep hard line breaks (go test ./hack/unwrapdesc/)"
 
 if ((failures > 0)); then
   printf '\ntest-chart: %d check(s) FAILED\n' "$failures" >&2
