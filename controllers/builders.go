@@ -28,6 +28,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -176,6 +177,9 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 	if n := maxConnections(pf); n > 0 {
 		args = append(args, "--max-connections", strconv.Itoa(int(n)))
 	}
+	if p := pf.Spec.DestinationProbe; p != nil {
+		args = append(args, "--probe-interval", (time.Duration(max(p.PeriodSeconds, minProbePeriod)) * time.Second).String())
+	}
 	return append(args,
 		// A tunnel pod never exits for a session the service ended or could not start: it replaces the
 		// session at once and waits NotReady (reason on /readyz) while its target is unreachable.
@@ -186,6 +190,10 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 		"--drain-timeout", opts.DrainTimeout.String(),
 	)
 }
+
+// minProbePeriod is the API's minimum of destinationProbe.periodSeconds, and what an unset (0) period
+// that skipped defaulting means.
+const minProbePeriod = 5
 
 // tunnelEnv is the SDK configuration of the tunnel pod that does not fit a flag.
 func tunnelEnv(opts Options) []*corev1ac.EnvVarApplyConfiguration {
@@ -448,7 +456,7 @@ func wantNetworkPolicy(pf *v1alpha1.PortForward) bool { return len(pf.Spec.Allow
 
 // desiredNetworkPolicy admits only spec.allowedClients to the tunnel ports. The metrics port stays open to
 // every source so Prometheus keeps scraping; kubelet probes are not subject to NetworkPolicy.
-func desiredNetworkPolicy(pf *v1alpha1.PortForward) *networkingv1ac.NetworkPolicyApplyConfiguration {
+func desiredNetworkPolicy(pf *v1alpha1.PortForward, opts Options) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	peers := make([]*networkingv1ac.NetworkPolicyPeerApplyConfiguration, 0, len(pf.Spec.AllowedClients))
 	for _, c := range pf.Spec.AllowedClients {
 		peer := networkingv1ac.NetworkPolicyPeer()
@@ -476,7 +484,21 @@ func desiredNetworkPolicy(pf *v1alpha1.PortForward) *networkingv1ac.NetworkPolic
 				networkingv1ac.NetworkPolicyIngressRule().WithFrom(peers...).WithPorts(ports...),
 				networkingv1ac.NetworkPolicyIngressRule().WithPorts(networkingv1ac.NetworkPolicyPort().
 					WithProtocol(tcp).WithPort(intstr.FromInt32(metricsPort))),
+				operatorIngress(opts),
 			))
+}
+
+// operatorIngress lets the operator read the tunnel pods' /readyz, where it learns why a pod is not ready:
+// from the operator's namespace when it is known, from anywhere otherwise (the health port serves only
+// the pod's state, no secret).
+func operatorIngress(opts Options) *networkingv1ac.NetworkPolicyIngressRuleApplyConfiguration {
+	rule := networkingv1ac.NetworkPolicyIngressRule().WithPorts(networkingv1ac.NetworkPolicyPort().
+		WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt32(healthPort)))
+	if opts.OperatorNamespace != "" {
+		rule.WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(metav1ac.LabelSelector().
+			WithMatchLabels(map[string]string{corev1.LabelMetadataName: opts.OperatorNamespace})))
+	}
+	return rule
 }
 
 // desiredServiceAccount is the default tunnel ServiceAccount of a namespace. It has no owner: every

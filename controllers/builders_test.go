@@ -480,9 +480,22 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 						networkingv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(10000)),
 						networkingv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(10001))),
 				networkingv1ac.NetworkPolicyIngressRule().WithPorts(networkingv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(8080))),
+				// The operator reads /readyz on the health port from its own namespace.
+				networkingv1ac.NetworkPolicyIngressRule().
+					WithPorts(networkingv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(intstr.FromInt32(8081))).
+					WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(metav1ac.LabelSelector().
+						WithMatchLabels(map[string]string{"kubernetes.io/metadata.name": "ssmtunnel-system"}))),
 			))
-	if diff := cmp.Diff(want, desiredNetworkPolicy(pf)); diff != "" {
+	opts := testOpts
+	opts.OperatorNamespace = "ssmtunnel-system"
+	if diff := cmp.Diff(want, desiredNetworkPolicy(pf, opts)); diff != "" {
 		t.Errorf("desiredNetworkPolicy mismatch (-want +got):\n%s", diff)
+	}
+	// Without a known namespace, the health port is open to every peer, so the operator is never shut out.
+	opts.OperatorNamespace = ""
+	got := desiredNetworkPolicy(pf, opts).Spec.Ingress[2]
+	if len(got.From) != 0 || *got.Ports[0].Port != intstr.FromInt32(8081) {
+		t.Errorf("health-port rule without an operator namespace: %+v, want port 8081 from anywhere", got)
 	}
 }
 

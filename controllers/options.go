@@ -36,6 +36,9 @@ const (
 	// DefaultResolveInterval is how often a selector target is looked up again; nothing watches AWS, so the
 	// controller polls to notice an instance going offline.
 	DefaultResolveInterval = 30 * time.Second
+	// DefaultStatusInterval is how often the tunnel pods' /readyz is read again: a reason or an unreachable
+	// destination shows in the status within this much of the tunnel pods seeing it.
+	DefaultStatusInterval = 15 * time.Second
 	// terminationMargin is added to the drain timeout for the pod's grace period, so the kubelet never kills
 	// a tunnel that is still terminating its sessions cleanly.
 	terminationMargin = 10 * time.Second
@@ -69,6 +72,11 @@ type Options struct {
 	DrainTimeout time.Duration
 	// ResolveInterval is how often selector targets are resolved again.
 	ResolveInterval time.Duration
+	// StatusInterval is how often the tunnel pods' /readyz is read again while the PortForward has pods:
+	// why a pod is not ready, and whether the destination answers, change without any Kubernetes event.
+	StatusInterval time.Duration
+	// OperatorNamespace is the operator's namespace: the tunnel pods' NetworkPolicy admits it to /readyz.
+	OperatorNamespace string
 }
 
 // WithDefaults returns o with every unset field set to its default.
@@ -85,6 +93,9 @@ func (o Options) WithDefaults() Options {
 	if o.ResolveInterval == 0 {
 		o.ResolveInterval = DefaultResolveInterval
 	}
+	if o.StatusInterval == 0 {
+		o.StatusInterval = DefaultStatusInterval
+	}
 	return o
 }
 
@@ -97,6 +108,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: drain timeout %s is negative", ErrInvalidOptions, o.DrainTimeout)
 	case o.ResolveInterval < time.Second:
 		return fmt.Errorf("%w: resolve interval %s is below 1s", ErrInvalidOptions, o.ResolveInterval)
+	case o.StatusInterval < time.Second:
+		return fmt.Errorf("%w: status interval %s is below 1s", ErrInvalidOptions, o.StatusInterval)
 	}
 	return nil
 }

@@ -70,6 +70,8 @@ type PortForwardReconciler struct {
 	Now func() time.Time
 	// MaxConcurrentReconciles is how many PortForwards are reconciled at once; 1 when 0.
 	MaxConcurrentReconciles int
+	// Pods reads the tunnel pods' reports; HTTPPodReader (over the pod network) when nil.
+	Pods PodReader
 }
 
 // +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwards,verbs=get;list;watch
@@ -125,10 +127,15 @@ func (r *PortForwardReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	recordMetrics(pf)
-	if pf.Spec.Target.Selector != nil {
-		return ctrl.Result{RequeueAfter: r.Options.ResolveInterval}, nil // nothing watches AWS
+	// Nothing watches AWS or the tunnel pods' reports: look again while there is something to see.
+	var after time.Duration
+	if len(obs.reports) > 0 {
+		after = r.Options.StatusInterval
 	}
-	return ctrl.Result{}, nil
+	if pf.Spec.Target.Selector != nil && (after == 0 || r.Options.ResolveInterval < after) {
+		after = r.Options.ResolveInterval
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // resolveTarget returns the instance to use. A selector that matches no Online instance, or a lookup AWS
@@ -215,7 +222,7 @@ func (r *PortForwardReconciler) ensurePDB(ctx context.Context, pf *v1alpha1.Port
 // ensureNetworkPolicy applies the NetworkPolicy when allowedClients is set, and removes it otherwise.
 func (r *PortForwardReconciler) ensureNetworkPolicy(ctx context.Context, pf *v1alpha1.PortForward) error {
 	if wantNetworkPolicy(pf) {
-		return r.apply(ctx, desiredNetworkPolicy(pf), "NetworkPolicy", pf.Name)
+		return r.apply(ctx, desiredNetworkPolicy(pf, r.Options), "NetworkPolicy", pf.Name)
 	}
 	return r.deleteIfOwned(ctx, pf, &networkingv1.NetworkPolicy{})
 }
@@ -261,6 +268,16 @@ func (r *PortForwardReconciler) observeChildren(ctx context.Context, pf *v1alpha
 		return fmt.Errorf("failed to list the pods of PortForward %q: %w", pf.Name, err)
 	}
 	obs.crashLooping = crashLoopingPods(pods.Items)
+	reader := r.Pods
+	if reader == nil {
+		reader = HTTPPodReader{}
+	}
+	obs.reports = readReports(ctx, reader, pods.Items)
+	for _, rep := range obs.reports {
+		if rep.err != nil {
+			log.FromContext(ctx).V(1).Info("Could not read a tunnel pod's report", "pod", rep.pod, "err", rep.err)
+		}
+	}
 	return nil
 }
 
@@ -271,7 +288,7 @@ func (r *PortForwardReconciler) writeStatus(ctx context.Context, pf *v1alpha1.Po
 	if r.Now != nil {
 		now = r.Now
 	}
-	st := computeStatus(pf, obs, now())
+	st := computeStatus(pf, obs, r.Options, now())
 	if equality.Semantic.DeepEqual(st, pf.Status) {
 		return nil
 	}
@@ -279,9 +296,16 @@ func (r *PortForwardReconciler) writeStatus(ctx context.Context, pf *v1alpha1.Po
 	after := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDegraded)
 	if after != nil && after.Status == metav1.ConditionTrue && (before == nil || before.Reason != after.Reason) {
 		switch after.Reason {
-		case v1alpha1.ReasonInvalidTarget, v1alpha1.ReasonNoOnlineInstance, v1alpha1.ReasonCrashLooping:
+		case v1alpha1.ReasonInvalidTarget, v1alpha1.ReasonNoOnlineInstance, v1alpha1.ReasonCrashLooping,
+			v1alpha1.ReasonTargetNotConnected, v1alpha1.ReasonAccessDenied, v1alpha1.ReasonNoCredentials,
+			v1alpha1.ReasonThrottled, v1alpha1.ReasonInvalidDocument, v1alpha1.ReasonSessionEnded, v1alpha1.ReasonSessionFailed:
 			r.Recorder.Eventf(pf, nil, corev1.EventTypeWarning, after.Reason, "Reconcile", "%s", after.Message)
 		}
+	}
+	destBefore := meta.FindStatusCondition(pf.Status.Conditions, v1alpha1.ConditionDestinationReachable)
+	destAfter := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDestinationReachable)
+	if destAfter != nil && destAfter.Status == metav1.ConditionFalse && (destBefore == nil || destBefore.Status != metav1.ConditionFalse) {
+		r.Recorder.Eventf(pf, nil, corev1.EventTypeWarning, destAfter.Reason, "Reconcile", "%s", destAfter.Message)
 	}
 	orig := pf.DeepCopy()
 	pf.Status = st

@@ -18,6 +18,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -46,6 +47,8 @@ type observed struct {
 	deployment *appsv1.Deployment
 	// crashLooping counts tunnel pods with a container in CrashLoopBackOff.
 	crashLooping int
+	// reports are the running tunnel pods' own reports (/readyz).
+	reports []podReport
 }
 
 // crashLoopingPods counts pods with a container waiting in CrashLoopBackOff.
@@ -70,7 +73,7 @@ func rollingOut(d *appsv1.Deployment, want int32) bool {
 
 // computeStatus derives the whole status of pf from what was observed. It starts from pf's current
 // conditions so unchanged conditions keep their lastTransitionTime; now stamps the changed ones.
-func computeStatus(pf *v1alpha1.PortForward, obs observed, now time.Time) v1alpha1.PortForwardStatus {
+func computeStatus(pf *v1alpha1.PortForward, obs observed, opts Options, now time.Time) v1alpha1.PortForwardStatus {
 	want := replicas(pf)
 	st := v1alpha1.PortForwardStatus{
 		Conditions:         append([]metav1.Condition(nil), pf.Status.Conditions...),
@@ -78,6 +81,7 @@ func computeStatus(pf *v1alpha1.PortForward, obs observed, now time.Time) v1alph
 		Selector:           labels.SelectorFromSet(selectorLabels(pf)).String(),
 		ServiceName:        pf.Name,
 		Addresses:          addresses(pf),
+		Address:            strings.Join(addresses(pf), ","),
 		Ports:              portSummary(pf),
 		ResolvedTarget:     obs.target,
 	}
@@ -112,6 +116,7 @@ func computeStatus(pf *v1alpha1.PortForward, obs observed, now time.Time) v1alph
 		} else {
 			progressing = cond{false, v1alpha1.ReasonRolledOut, "Every tunnel pod runs the current template"}
 		}
+		sessions := sessionProblem(pf, obs, opts)
 		switch {
 		case want == 0:
 			readyC = cond{false, v1alpha1.ReasonScaledToZero, "spec.replicas is 0: the Service has no tunnel pods"}
@@ -119,6 +124,8 @@ func computeStatus(pf *v1alpha1.PortForward, obs observed, now time.Time) v1alph
 			readyC = cond{true, v1alpha1.ReasonAvailable, fmt.Sprintf("%d of %d tunnel pods are ready", ready, want)}
 		case ready > 0:
 			readyC = cond{true, v1alpha1.ReasonPartiallyAvailable, fmt.Sprintf("%d of %d tunnel pods are ready", ready, want)}
+		case sessions.Reason != "":
+			readyC = cond{false, sessions.Reason, sessions.Message}
 		default:
 			readyC = cond{false, v1alpha1.ReasonUnavailable, fmt.Sprintf("0 of %d tunnel pods are ready", want)}
 		}
@@ -128,25 +135,43 @@ func computeStatus(pf *v1alpha1.PortForward, obs observed, now time.Time) v1alph
 				fmt.Sprintf("%d tunnel pods are in CrashLoopBackOff: see their logs", obs.crashLooping)}
 		case obs.problem.Reason != "":
 			degraded = cond{true, obs.problem.Reason, obs.problem.Message}
+		case sessions.Reason != "":
+			degraded = cond{true, sessions.Reason, sessions.Message}
 		case !rolling && want > 0 && ready < want:
 			degraded = cond{true, readyC.reason, readyC.message}
 		default:
 			degraded = cond{false, v1alpha1.ReasonAsExpected, ""}
 		}
 	}
+	dest := destinationCondition(pf, obs)
+	if dest.status == metav1.ConditionUnknown && len(obs.reports) > 0 && !anyReadable(obs.reports) {
+		// Pods exist but none could be read just now: keep what was last known rather than flap.
+		if prev := meta.FindStatusCondition(pf.Status.Conditions, v1alpha1.ConditionDestinationReachable); prev != nil {
+			dest = destCond{prev.Status, prev.Reason, prev.Message}
+		}
+	}
 
+	setStatus := func(t string, status metav1.ConditionStatus, reason, message string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: t, Status: status, Reason: reason, Message: message,
+			ObservedGeneration: pf.Generation, LastTransitionTime: metav1.NewTime(now),
+		})
+	}
 	set := func(t string, c cond) {
 		s := metav1.ConditionFalse
 		if c.status {
 			s = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: t, Status: s, Reason: c.reason, Message: c.message,
-			ObservedGeneration: pf.Generation, LastTransitionTime: metav1.NewTime(now),
-		})
+		setStatus(t, s, c.reason, c.message)
 	}
 	set(v1alpha1.ConditionReady, readyC)
 	set(v1alpha1.ConditionProgressing, progressing)
 	set(v1alpha1.ConditionDegraded, degraded)
+	setStatus(v1alpha1.ConditionDestinationReachable, dest.status, dest.reason, dest.message)
+
+	st.State, st.Message = readyC.reason, readyC.message
+	if readyC.status && dest.status == metav1.ConditionFalse {
+		st.State, st.Message = dest.reason, dest.message
+	}
 	return st
 }

@@ -139,7 +139,7 @@ func TestComputeStatus(t *testing.T) {
 			pf := basePF()
 			pf.Generation = 4
 			pf.Spec.Replicas = ptr.To(tc.replicas)
-			st := computeStatus(pf, tc.obs, now)
+			st := computeStatus(pf, tc.obs, testOpts, now)
 			for typ, want := range map[string]condWant{
 				v1alpha1.ConditionReady: tc.ready, v1alpha1.ConditionProgressing: tc.progressing, v1alpha1.ConditionDegraded: tc.degraded,
 			} {
@@ -167,21 +167,25 @@ func TestComputeStatusStable(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	pf := basePF()
 	obs := observed{target: "i-0123456789abcdef0", deployment: deployment(1, 1, 2, 2, 1)}
-	pf.Status = computeStatus(pf, obs, t0)
-	again := computeStatus(pf, obs, t0.Add(time.Hour))
+	pf.Status = computeStatus(pf, obs, testOpts, t0)
+	again := computeStatus(pf, obs, testOpts, t0.Add(time.Hour))
 	if diff := cmp.Diff(pf.Status, again); diff != "" {
 		t.Fatalf("status changed without a new observation (-first +second):\n%s", diff)
 	}
 	obs.deployment = deployment(1, 1, 2, 2, 2)
-	next := computeStatus(pf, obs, t0.Add(time.Hour))
+	next := computeStatus(pf, obs, testOpts, t0.Add(time.Hour))
 	want := v1alpha1.PortForwardStatus{
 		ObservedGeneration: 1, Replicas: 2, ReadyReplicas: 2, Ready: "2/2",
 		Selector:    "app.kubernetes.io/component=tunnel,app.kubernetes.io/instance=db,app.kubernetes.io/name=ssmtunnel",
-		ServiceName: "db", Addresses: []string{"db.apps.svc:5432"}, Ports: "5432:5432", ResolvedTarget: "i-0123456789abcdef0",
+		ServiceName: "db", Addresses: []string{"db.apps.svc:5432"}, Address: "db.apps.svc:5432", Ports: "5432:5432", ResolvedTarget: "i-0123456789abcdef0",
+		State: "Available", Message: "2 of 2 tunnel pods are ready",
 		Conditions: []metav1.Condition{
 			{Type: "Ready", Status: "True", Reason: "Available", Message: "2 of 2 tunnel pods are ready", ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(t0)},
 			{Type: "Progressing", Status: "False", Reason: "RolledOut", Message: "Every tunnel pod runs the current template", ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(t0)},
 			{Type: "Degraded", Status: "False", Reason: "AsExpected", ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(t0.Add(time.Hour))},
+			{Type: "DestinationReachable", Status: "Unknown", Reason: "NotObserved",
+				Message:            "No connection through port 5432 (remote 5432) has been answered yet: set spec.destinationProbe to check without traffic",
+				ObservedGeneration: 1, LastTransitionTime: metav1.NewTime(t0)},
 		},
 	}
 	if diff := cmp.Diff(want, next, cmpopts.EquateEmpty()); diff != "" {

@@ -29,8 +29,13 @@ const (
 	// ConditionProgressing is True while the tunnel pods are being created or rolled.
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when something needs the user's attention (fewer ready pods than asked,
-	// pods crash-looping, no online instance for the selector).
+	// pods crash-looping, no online instance for the selector, sessions that cannot start).
 	ConditionDegraded = "Degraded"
+	// ConditionDestinationReachable is what the tunnel pods last saw of the destination behind the instance:
+	// True when a connection reached it, False when the SSM Agent could not connect to it
+	// (ConnectToPortError), Unknown before any connection got an answer. Ready does not depend on it: a
+	// Ready PortForward has sessions up, and traffic can flow as soon as the destination accepts it.
+	ConditionDestinationReachable = "DestinationReachable"
 )
 
 // Reasons of the PortForward conditions. Exported so tools and tests match on them instead of on messages.
@@ -55,6 +60,33 @@ const (
 	ReasonInvalidTarget = "InvalidTarget"
 	// ReasonAsExpected: the condition holds no problem.
 	ReasonAsExpected = "AsExpected"
+
+	// Reasons the tunnel pods report when their sessions cannot start (Ready False, Degraded True).
+
+	// ReasonTargetNotConnected: the instance is not connected to Systems Manager (stopped, or its agent
+	// cannot reach the service).
+	ReasonTargetNotConnected = "TargetNotConnected"
+	// ReasonAccessDenied: the tunnel pods' AWS identity may not start a session on the target.
+	ReasonAccessDenied = "AccessDenied"
+	// ReasonNoCredentials: the tunnel pods found no AWS credentials.
+	ReasonNoCredentials = "NoCredentials"
+	// ReasonThrottled: Systems Manager throttles the tunnel pods' API calls; they retry with backoff.
+	ReasonThrottled = "Throttled"
+	// ReasonInvalidDocument: the session document does not exist or does not forward ports.
+	ReasonInvalidDocument = "InvalidDocument"
+	// ReasonSessionEnded: the sessions keep ending before they can carry traffic.
+	ReasonSessionEnded = "SessionEnded"
+	// ReasonSessionFailed: the sessions fail for a reason the tunnel pods do not classify; their logs say more.
+	ReasonSessionFailed = "SessionFailed"
+
+	// Reasons of the DestinationReachable condition.
+
+	// ReasonDestinationReachable: the latest answered connection reached the destination.
+	ReasonDestinationReachable = "DestinationReachable"
+	// ReasonDestinationUnreachable: the SSM Agent could not connect to the destination.
+	ReasonDestinationUnreachable = "DestinationUnreachable"
+	// ReasonNotObserved: no connection has been answered yet (no traffic, and no spec.destinationProbe).
+	ReasonNotObserved = "NotObserved"
 )
 
 // PortForwardSpec is the desired state of a PortForward.
@@ -118,6 +150,12 @@ type PortForwardSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
+
+	// destinationProbe, when set, makes every tunnel pod open a probe connection through each port
+	// periodically, so the DestinationReachable condition is known without traffic. The destination sees
+	// a connection that opens and closes at once (a database may log it).
+	// +optional
+	DestinationProbe *DestinationProbe `json:"destinationProbe,omitempty"`
 
 	// serviceAccountName is the ServiceAccount of the tunnel pods, carrying their AWS identity through IRSA or
 	// EKS Pod Identity. Defaults to the operator's default tunnel ServiceAccount, which the operator creates
@@ -290,9 +328,20 @@ type PodTemplateOverrides struct {
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 }
 
+// DestinationProbe configures the tunnel pods' probe connections.
+type DestinationProbe struct {
+	// periodSeconds is how often each tunnel pod probes each port.
+	// +optional
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=5
+	// +kubebuilder:validation:Maximum=3600
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+}
+
 // PortForwardStatus is the observed state of a PortForward, computed once per reconcile.
 type PortForwardStatus struct {
-	// conditions are Ready, Progressing and Degraded, with the reasons exported by this package.
+	// conditions are Ready, Progressing, Degraded and DestinationReachable, with the reasons exported by this
+	// package.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -333,6 +382,22 @@ type PortForwardStatus struct {
 	// +kubebuilder:validation:MaxItems=16
 	Addresses []string `json:"addresses,omitempty"`
 
+	// address is the addresses joined with commas, for display.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Address string `json:"address,omitempty"`
+
+	// state is a one-word summary for display: the Ready condition's reason, or DestinationUnreachable
+	// while the tunnel is ready but the destination refuses connections.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	State string `json:"state,omitempty"`
+
+	// message says what state means and, when something is wrong, what to fix.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
 	// ports summarises the forwarded ports as port:remotePort pairs, for display.
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
@@ -354,11 +419,11 @@ type PortForwardStatus struct {
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.status.resolvedTarget`
 // +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.status.ports`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
-// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Remote-Host",type=string,JSONPath=`.spec.remoteHost`,priority=1
-// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses`,priority=1
-// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label starting with a letter (at most 63 lowercase letters, digits and '-'): the Service is named after the PortForward"
 type PortForward struct {
 	metav1.TypeMeta `json:",inline"`

@@ -75,6 +75,8 @@ func run() error {
 	flag.StringVar(&saAnnotations, "tunnel-service-account-annotations", "", "Comma-separated key=value annotations of the default tunnel ServiceAccount, e.g. eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/tunnel.")
 	flag.DurationVar(&opts.DrainTimeout, "drain-timeout", controllers.DefaultDrainTimeout, "How long terminating tunnel pods let open connections finish.")
 	flag.DurationVar(&opts.ResolveInterval, "resolve-interval", controllers.DefaultResolveInterval, "How often selector targets are looked up again in Systems Manager.")
+	flag.DurationVar(&opts.StatusInterval, "status-interval", controllers.DefaultStatusInterval, "How often the tunnel pods' /readyz is read again for the PortForward's status.")
+	flag.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "The operator's namespace, which the tunnel pods' NetworkPolicies admit to their health port (env POD_NAMESPACE).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many PortForwards are reconciled at once.")
 	var logLevel slog.Level
 	flag.TextVar(&logLevel, "log-level", slog.LevelInfo, "Log level: DEBUG, INFO, WARN or ERROR.")

@@ -115,6 +115,7 @@ type forwardOptions struct {
 	retryStart                                             bool
 	drainTimeout, streamStallTimeout, stallTimeout         time.Duration
 	partitionTimeout                                       time.Duration
+	probeInterval                                          time.Duration
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {
@@ -139,6 +140,7 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.IntVar(&o.maxBasicSessions, "max-basic-sessions", portforward.DefaultMaxBasicSessions, "most sessions per port with agents that cannot multiplex (basic mode: one session per concurrent connection)")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", portforward.DefaultStallTimeout, "replace a session whose sent data gets no acknowledgement (or whose publication stays paused) for this long")
 	fs.DurationVar(&o.partitionTimeout, "partition-timeout", portforward.DefaultPartitionTimeout, "replace a session that has been reconnecting this long, resetting its connections so clients reconnect")
+	fs.DurationVar(&o.probeInterval, "probe-interval", 0, "open a probe connection through each ready port this often, so /readyz knows whether the destination accepts connections without waiting for traffic (0 is off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.SortFlags = false
 	return fs
@@ -268,7 +270,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Address: o.address, Sessions: o.sessions, DrainTimeout: o.drainTimeout, Out: stdout,
 		SessionReceiveBuffer: recvBuf, StreamStallTimeout: o.streamStallTimeout,
 		Reconnect: reconnect, RetryStart: o.retryStart, MaxConnections: o.maxConnections,
-		MaxBasicSessions: o.maxBasicSessions, StallTimeout: o.stallTimeout, PartitionTimeout: o.partitionTimeout,
+		MaxBasicSessions: o.maxBasicSessions, StallTimeout: o.stallTimeout, PartitionTimeout: o.partitionTimeout, ProbeInterval: o.probeInterval,
 	}
 	if err := pfCfg.Validate(); err != nil {
 		return usageError{err}

@@ -39,18 +39,18 @@ func (d *destinationRecord) refusedNow() {
 	d.mu.Unlock()
 }
 
-// state is the destination's state and, when unreachable, what to tell the user.
-func (d *destinationRecord) state(dest string) (state, problem string) {
+// state is the destination's state, when it was last observed, and, when unreachable, what to tell the user.
+func (d *destinationRecord) state(dest string) (state string, at time.Time, problem string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case d.reached.IsZero() && d.refused.IsZero():
-		return DestinationUnknown, ""
+		return DestinationUnknown, time.Time{}, ""
 	case d.refused.After(d.reached):
-		return DestinationUnreachable, fmt.Sprintf("the SSM Agent could not connect to %s (ConnectToPortError, %d so far, last at %s)",
-			dest, d.refusals, d.refused.UTC().Format(time.RFC3339))
+		return DestinationUnreachable, d.refused, fmt.Sprintf("the SSM Agent could not connect to %s (ConnectToPortError, %d times so far)",
+			dest, d.refusals)
 	}
-	return DestinationReachable, ""
+	return DestinationReachable, d.reached, ""
 }
 
 // destination is the address the agent dials for this pool's port, as the agent sees it.

@@ -431,8 +431,10 @@ type PortStatus struct {
 	LastError string `json:"lastError,omitempty"`
 	// Destination is what the port's streams last saw of the destination: reachable, unreachable or
 	// unknown (no answered stream yet); DestinationError says why it is unreachable.
-	Destination      string `json:"destination"`
-	DestinationError string `json:"destinationError,omitempty"`
+	// DestinationAt is when that was last seen (a stream's answer or ConnectToPortError).
+	Destination      string     `json:"destination"`
+	DestinationAt    *time.Time `json:"destinationAt,omitempty"`
+	DestinationError string     `json:"destinationError,omitempty"`
 }
 
 // Status reports every port's state.

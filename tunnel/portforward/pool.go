@@ -62,7 +62,11 @@ type pool struct {
 // (ReconnectLazy), or was replaced less than readyGrace ago.
 func (p *pool) status(now time.Time) PortStatus {
 	ps := PortStatus{Port: p.port.String()}
-	ps.Destination, ps.DestinationError = p.dest.state(p.destination())
+	var at time.Time
+	ps.Destination, at, ps.DestinationError = p.dest.state(p.destination())
+	if !at.IsZero() {
+		ps.DestinationAt = &at
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.slots {
