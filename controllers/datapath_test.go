@@ -113,7 +113,7 @@ func reachability(state string, at time.Time, problem string) podReport {
 
 func TestDestinationReachable(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	refused := "the SSM Agent could not connect to localhost:5432 (ConnectToPortError, 3 times so far)"
+	refused := "the SSM Agent could not connect to localhost:5432 (ConnectToPortError; refusals so far: 3)"
 	for _, tc := range []struct {
 		name      string
 		reports   []podReport

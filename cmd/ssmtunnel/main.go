@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -331,24 +330,8 @@ func serveHTTP(healthAddr, metricsAddr string, fwd *portforward.Forwarder, reg *
 	}
 	if healthAddr != "" {
 		m := get(healthAddr)
-		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := fwd.Live(); err != nil {
-				http.Error(w, "not live: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ok\n")
-		})
-		// /readyz answers with the forwarder's Status as JSON: 200 when ready, 503 with each port's
-		// sessions, classified reason and last error otherwise.
-		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			st := fwd.Status()
-			w.Header().Set("Content-Type", "application/json")
-			if !st.Ready || fwd.Ready() != nil {
-				st.Ready = false
-				w.WriteHeader(http.StatusServiceUnavailable)
-			}
-			_ = json.NewEncoder(w).Encode(st)
-		})
+		m.Handle("/healthz", fwd.HealthzHandler())
+		m.Handle("/readyz", fwd.ReadyzHandler())
 	}
 	if metricsAddr != "" {
 		get(metricsAddr).Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

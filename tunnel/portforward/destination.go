@@ -47,7 +47,7 @@ func (d *destinationRecord) state(dest string) (state string, at time.Time, prob
 	case d.reached.IsZero() && d.refused.IsZero():
 		return DestinationUnknown, time.Time{}, ""
 	case d.refused.After(d.reached):
-		return DestinationUnreachable, d.refused, fmt.Sprintf("the SSM Agent could not connect to %s (ConnectToPortError, %d times so far)",
+		return DestinationUnreachable, d.refused, fmt.Sprintf("the SSM Agent could not connect to %s (ConnectToPortError; refusals so far: %d)",
 			dest, d.refusals)
 	}
 	return DestinationReachable, d.reached, ""
