@@ -3,12 +3,14 @@
 #
 # test-chart.sh HELM KUSTOMIZE — the install manifests' checks (`make test-chart`):
 #   1. helm lint --strict, with default and non-default values;
-#   2. helm template with default values and with charts/ssmtunnel/ci/*-values.yaml, checking what renders;
+#   2. helm template with default values and with charts/ssmtunnel/ci/*-values.yaml, checking what renders
+#      (with the Prometheus Operator APIs for the ServiceMonitor, PodMonitor and PrometheusRule);
 #   3. bad values rejected by values.schema.json (or the templates) with a message naming the bad key;
 #   4. kustomize build config/default, plain and with the prometheus and network-policy parts enabled;
 #   5. consistency (test/e2e/chart_test.go, build tag "chart"): the chart's RBAC equals config/rbac/role.yaml,
 #      its CRDs equal config/crd/bases, every manager flag the chart or kustomize passes exists in
-#      cmd/manager, and the operator pod is restricted;
+#      cmd/manager, the operator pod is restricted, and the monitoring objects select the tunnel pods, carry
+#      the dashboard's JSON and the rule file's alerts (test/e2e/monitoring_chart_test.go);
 #   6. the CRDs' descriptions have no hard line breaks inside a paragraph (go test ./hack/unwrapdesc).
 # Any failure stops the script with a message and a non-zero exit.
 set -euo pipefail
@@ -51,7 +53,7 @@ expect_not() {
 step "helm lint"
 "$HELM" lint --strict "$chart" || die "helm lint failed with default values"
 for f in "$chart"/ci/*-values.yaml; do
-  case $f in *full-values.yaml) continue ;; esac # needs the ServiceMonitor API; rendered below instead
+  case $f in *full-values.yaml | *monitoring-values.yaml) continue ;; esac # need the Prometheus Operator APIs; rendered below
   "$HELM" lint --strict "$chart" -f "$f" || die "helm lint failed with $f"
 done
 ok "lint"
@@ -88,11 +90,19 @@ out=$tmp/digits.yaml
 expect "$out" 'image: "localhost/ssmtunnel:6665882"$' "operator image keeps the digits"
 expect "$out" '- --tunnel-image=localhost/ssmtunnel:6665882$' "tunnel image keeps the digits"
 
+# The Prometheus Operator's APIs, for the ServiceMonitor, PodMonitor and PrometheusRule.
+monitoring_apis=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
+  --api-versions monitoring.coreos.com/v1/PrometheusRule)
+
 step "helm template: ci/full-values.yaml"
 out=$tmp/full.yaml
-"$HELM" template rel "$chart" --namespace platform -f "$chart/ci/full-values.yaml" \
-  --api-versions monitoring.coreos.com/v1/ServiceMonitor >"$out" ||
+"$HELM" template rel "$chart" --namespace platform -f "$chart/ci/full-values.yaml" "${monitoring_apis[@]}" >"$out" ||
   die "helm template with ci/full-values.yaml failed"
+expect "$out" '^kind: PodMonitor$' "PodMonitor when enabled"
+expect "$out" '^kind: PrometheusRule$' "PrometheusRule when enabled"
+expect "$out" 'example\.com/dashboard: "ssmtunnel"$' "dashboard sidecar label key and value"
+expect "$out" 'runbook_url: https://wiki\.example\.com/ssmtunnel/runbook#ssmtunnelportforwardnotready$' "runbook URLs"
+expect_not "$out" 'alert: SSMTunnelResumeStorm$' "disabled alert left out"
 expect "$out" '^kind: ServiceMonitor$' "ServiceMonitor when enabled"
 expect "$out" 'release: prometheus' "ServiceMonitor labels"
 expect "$out" '^  name: tunnels$' "fullnameOverride"
@@ -113,6 +123,28 @@ expect "$out" 'containerPort: 9081$' "health port"
 expect "$out" 'name: operator-aws$' "operator credentials Secret"
 expect "$out" 'priorityClassName: system-cluster-critical' "priority class"
 expect "$out" 'key: dedicated' "tolerations"
+
+step "helm template: ci/monitoring-values.yaml (dashboard, alerts and PodMonitor with default settings)"
+out=$tmp/monitoring.yaml
+"$HELM" template ssmtunnel "$chart" --namespace ssmtunnel-system -f "$chart/ci/monitoring-values.yaml" "${monitoring_apis[@]}" >"$out" ||
+  die "helm template with ci/monitoring-values.yaml failed"
+expect "$out" '^kind: PodMonitor$' "PodMonitor"
+expect "$out" '^  name: ssmtunnel-tunnels$' "PodMonitor named after the release"
+expect "$out" '^      app\.kubernetes\.io/component: tunnel$' "PodMonitor selects tunnel pods"
+expect "$out" '^    any: true$' "PodMonitor in every namespace"
+expect "$out" 'targetLabel: portforward$' "portforward label from the pod's instance label"
+expect "$out" 'targetLabel: namespace$' "namespace label"
+expect "$out" 'sourceLabels: \[exported_namespace\]$' "operator series keep the PortForward's namespace"
+expect "$out" '^kind: ConfigMap$' "dashboard ConfigMap"
+expect "$out" '^    grafana_dashboard: "1"$' "Grafana sidecar label"
+expect "$out" '^  ssmtunnel\.json: \|-$' "dashboard JSON"
+expect "$out" '^kind: PrometheusRule$' "PrometheusRule"
+expect "$out" 'alert: SSMTunnelPortForwardNotReady$' "not-ready alert"
+expect_not "$out" 'runbook_url' "no runbook_url without prometheusRule.runbookURL"
+out=$tmp/default.yaml
+expect_not "$out" 'kind: PodMonitor' "no PodMonitor by default"
+expect_not "$out" 'kind: PrometheusRule' "no PrometheusRule by default"
+expect_not "$out" 'grafana_dashboard' "no dashboard by default"
 
 step "helm template: ci/no-metrics-values.yaml"
 out=$tmp/nometrics.yaml
@@ -161,6 +193,15 @@ reject "/watchNamespaces/0" --set 'watchNamespaces[0]=Team_A'
 reject "/extraArgs/0" --set 'extraArgs[0]=leader-elect'
 reject "additional properties 'imageTag' not allowed" --set imageTag=v1
 reject "no monitoring.coreos.com/v1 ServiceMonitor CRD" --set metrics.serviceMonitor.enabled=true
+reject "no monitoring.coreos.com/v1 PodMonitor CRD" --set metrics.podMonitor.enabled=true
+reject "no monitoring.coreos.com/v1 PrometheusRule CRD" --set prometheusRule.enabled=true
+reject "/metrics/podMonitor/interval" --set metrics.podMonitor.interval=30
+reject "/metrics/podMonitor/namespaces/0" --set 'metrics.podMonitor.namespaces[0]=Team_A'
+reject "at '/grafanaDashboard/labelValue': got number, want string" --set grafanaDashboard.labelValue=1
+reject "/grafanaDashboard/labelKey" --set 'grafanaDashboard.labelKey=bad key'
+reject "/prometheusRule/disabledAlerts/0" --set 'prometheusRule.disabledAlerts[0]=ResumeStorm'
+reject "/prometheusRule/runbookURL" --set prometheusRule.runbookURL=wiki/runbook
+reject "additional properties 'enable' not allowed" --set prometheusRule.enable=true
 
 step "kustomize build config/default"
 out=$tmp/kustomize.yaml

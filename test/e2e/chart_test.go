@@ -198,7 +198,7 @@ func TestChartManagerFlagsExist(t *testing.T) {
 	known := managerFlags(t)
 	sources := map[string][]object{
 		"helm default":      render(t),
-		"helm full-values":  render(t, "-f", filepath.Join(chartDir(t), "ci", "full-values.yaml"), "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"),
+		"helm full-values":  render(t, append([]string{"-f", filepath.Join(chartDir(t), "ci", "full-values.yaml")}, monitoringAPIs...)...),
 		"helm no-metrics":   render(t, "-f", filepath.Join(chartDir(t), "ci", "no-metrics-values.yaml")),
 		"kustomize default": kustomizeBuild(t),
 	}
