@@ -170,6 +170,7 @@ func TestE2E(t *testing.T) {
 		{"SpecChangeRollsPodsAndNewPortAnswers", s.specChange},
 		{"ScaleSubresource", s.scale},
 		{"AllowedClientsNetworkPolicy", s.allowedClients},
+		{"BrokenPortForwardsSayWhy", s.brokenPortForwards},
 		{"OperatorHasOnlyChartRBAC", s.operatorRBAC},
 		{"DeletingPortForwardRemovesChildren", s.deletion},
 	}
@@ -210,6 +211,7 @@ func (s *suite) setup(ctx context.Context, t testing.TB) {
 	// Leftovers of an earlier run (or of `make demo`): one operator per cluster.
 	s.removeOtherReleases(ctx, t)
 	deleteNamespace(ctx, t, k, nsApps)
+	deleteNamespace(ctx, t, k, nsDenied)
 	deleteNamespace(ctx, t, k, nsAWS)
 
 	// Images: the product's (built by `make image`) and the test web application's (built here).
@@ -355,9 +357,10 @@ func (s *suite) startEmulator(ctx context.Context, t testing.TB) {
 }
 
 // emulatorCommand is ssm-emulator serving the Service's port for the whole cluster, with one instance whose
-// agent may dial the pod's loopback (the web application).
+// agent may dial the pod's loopback (the web application), one that is not connected, and a denied key.
 func emulatorCommand() []string {
-	return []string{"/ssm-emulator", "--listen", "0.0.0.0:4566", "--instance", instanceID}
+	return []string{"/ssm-emulator", "--listen", "0.0.0.0:4566", "--instance", instanceID,
+		"--instance", offlineInstanceID + ",ping=ConnectionLost", "--deny-access-key", deniedKey}
 }
 
 // installChart installs charts/ssmtunnel with Helm as a user would, pointed at the emulator.
@@ -396,6 +399,7 @@ func (s *suite) teardown(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	deleteNamespace(ctx, t, s.k, nsApps)
+	deleteNamespace(ctx, t, s.k, nsDenied)
 	deleteNamespace(ctx, t, s.k, nsAWS)
 	if out, err := run(ctx, s.e.helm, "--kubeconfig", s.e.kubeconfig, "uninstall", release, "--namespace", nsOperator, "--wait"); err != nil {
 		t.Errorf("helm uninstall: %v\n%s", err, out)
