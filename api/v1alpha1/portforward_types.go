@@ -120,7 +120,7 @@ type PortForwardSpec struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9_.:/-]+$')",message="documentName may contain only letters, digits, '_', '-', '.', ':' and '/' (a document name or ARN)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9_.:/-]{3,128}$')",message="documentName may contain only letters, digits, '_', '-', '.', ':' and '/' (a document name or ARN)"
 	DocumentName string `json:"documentName,omitempty"`
 
 	// region is the AWS region of the instance, e.g. eu-west-1. Defaults to the operator's --default-region.

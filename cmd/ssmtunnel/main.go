@@ -115,6 +115,7 @@ type forwardOptions struct {
 	drainTimeout, streamStallTimeout, stallTimeout         time.Duration
 	partitionTimeout                                       time.Duration
 	probeInterval                                          time.Duration
+	dryRun                                                 bool
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {
@@ -139,6 +140,7 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.IntVar(&o.maxBasicSessions, "max-basic-sessions", portforward.DefaultMaxBasicSessions, "most sessions per port with agents that cannot multiplex (basic mode: one session per concurrent connection)")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", portforward.DefaultStallTimeout, "replace a session whose sent data gets no acknowledgement (or whose publication stays paused) for this long")
 	fs.DurationVar(&o.partitionTimeout, "partition-timeout", portforward.DefaultPartitionTimeout, "replace a session that has been reconnecting this long, resetting its connections so clients reconnect")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "check the arguments, print what would be forwarded, and exit without calling AWS")
 	fs.DurationVar(&o.probeInterval, "probe-interval", 0, "open a probe connection through each ready port this often, so /readyz knows whether the destination accepts connections without waiting for traffic (0 is off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.SortFlags = false
@@ -274,10 +276,18 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := pfCfg.Validate(); err != nil {
 		return usageError{err}
 	}
+	awsOpts := session.AWSOptions{Region: o.region, RoleARN: o.roleARN}
+	if err := awsOpts.Validate(); err != nil {
+		return usageError{err}
+	}
+	if o.dryRun {
+		fmt.Fprintf(stdout, "The arguments are valid: %d port(s) to %s\n", len(ports), target)
+		return nil
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	pfCfg.Logger = log
 
-	awsCfg, err := session.LoadAWSConfig(ctx, session.AWSOptions{Region: o.region, RoleARN: o.roleARN})
+	awsCfg, err := session.LoadAWSConfig(ctx, awsOpts)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,6 +38,17 @@ type AWSOptions struct {
 	RetryMaxBackoff time.Duration
 }
 
+// Validate checks the region and role ARN that were given, before any configuration is loaded.
+func (o AWSOptions) Validate() error {
+	if o.Region != "" && !regionRE.MatchString(o.Region) {
+		return fmt.Errorf("%w, got %q", ErrBadRegion, o.Region)
+	}
+	if o.RoleARN != "" && !roleARNRE.MatchString(o.RoleARN) {
+		return fmt.Errorf("%w, got %q", ErrBadRoleARN, o.RoleARN)
+	}
+	return nil
+}
+
 // ErrNoRegion is returned when neither a flag nor the SDK configuration chain names a region.
 var ErrNoRegion = errors.New("no AWS region configured: pass --region or set AWS_REGION")
 
@@ -46,6 +56,9 @@ var ErrNoRegion = errors.New("no AWS region configured: pass --region or set AWS
 // credentials, IMDS) with a retryer that retries throttling with capped, jittered backoff, and wraps the
 // credentials in an AssumeRole provider when RoleARN is set.
 func LoadAWSConfig(ctx context.Context, o AWSOptions) (aws.Config, error) {
+	if err := o.Validate(); err != nil {
+		return aws.Config{}, err
+	}
 	if o.RetryMaxAttempts <= 0 {
 		o.RetryMaxAttempts = 8
 	}
@@ -71,9 +84,6 @@ func LoadAWSConfig(ctx context.Context, o AWSOptions) (aws.Config, error) {
 		return aws.Config{}, ErrNoRegion
 	}
 	if o.RoleARN != "" {
-		if !strings.HasPrefix(o.RoleARN, "arn:") || !strings.Contains(o.RoleARN, ":role/") {
-			return aws.Config{}, fmt.Errorf("--role-arn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", o.RoleARN)
-		}
 		name := o.RoleSessionName
 		if name == "" {
 			name = "ssmtunnel"

@@ -23,10 +23,24 @@ const (
 // MaxReasonLength is the longest Reason StartSession accepts.
 const MaxReasonLength = 256
 
+// The rules for values a user writes. The PortForward API (api/v1alpha1) checks the same values with CEL
+// rules written from these patterns, and its tests compare the two, so a spec the API server accepts never
+// makes the tunnel refuse its arguments.
+const (
+	// DocumentPattern: a document name or ARN.
+	DocumentPattern = `^[A-Za-z0-9_.:/-]{3,128}$`
+	// RegionPattern: an AWS region code (eu-west-1, us-gov-west-1, cn-north-1).
+	RegionPattern = `^[a-z]{2}(-[a-z]+)+-[0-9]+$`
+	// RoleARNPattern: an IAM role ARN in any partition.
+	RoleARNPattern = `^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$`
+)
+
 var (
 	targetRE   = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17}|ecs:[A-Za-z0-9_-]{1,255}_[0-9a-f]{32}_[0-9a-f]{32}-[0-9]{1,10})$`)
-	documentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-.:/]{3,128}$`)
+	documentRE = regexp.MustCompile(DocumentPattern)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9.:\-_\[\]%]{1,253}$`)
+	regionRE   = regexp.MustCompile(RegionPattern)
+	roleARNRE  = regexp.MustCompile(RoleARNPattern)
 )
 
 // Errors of Spec.Validate. Each says what a valid value looks like.
@@ -34,6 +48,8 @@ var (
 	ErrBadTarget   = errors.New("target must be an instance ID (i-0123456789abcdef0), a managed instance ID (mi-0123456789abcdef0) or ecs:CLUSTER_TASK_RUNTIMEID")
 	ErrBadReason   = errors.New("reason must be 1-256 printable characters without control characters")
 	ErrBadDocument = errors.New("document name must be 3-128 characters of letters, digits, _ - . : /")
+	ErrBadRegion   = errors.New("region must be an AWS region code such as eu-west-1 or us-gov-west-1")
+	ErrBadRoleARN  = errors.New("role ARN must be an IAM role ARN such as arn:aws:iam::123456789012:role/name")
 )
 
 // Spec says which session to start: the target, the document and its parameters (§2).

@@ -11,8 +11,8 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
-// instanceIDRule returns the regular expression of the CRD's instanceID rule, as generated.
-func instanceIDRule(t *testing.T) *regexp.Regexp {
+// crdRule returns the regular expression of the CRD's single self.matches rule on a field, as generated.
+func crdRule(t *testing.T, path ...string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../config/crd/bases/ssmtunnel.io_portforwards.yaml")
 	if err != nil {
@@ -22,21 +22,39 @@ func instanceIDRule(t *testing.T) *regexp.Regexp {
 	if err := yaml.Unmarshal(b, &crd); err != nil {
 		t.Fatal(err)
 	}
-	prop := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties["target"].Properties["instanceID"]
+	prop := *crd.Spec.Versions[0].Schema.OpenAPIV3Schema
+	for _, p := range path {
+		prop = prop.Properties[p]
+	}
 	if len(prop.XValidations) != 1 {
-		t.Fatalf("instanceID has %d CEL rules, want 1", len(prop.XValidations))
+		t.Fatalf("%v has %d CEL rules, want 1", path, len(prop.XValidations))
 	}
 	m := regexp.MustCompile(`^self\.matches\('(.*)'\)$`).FindStringSubmatch(prop.XValidations[0].Rule)
 	if m == nil {
-		t.Fatalf("instanceID rule %q is not a single self.matches", prop.XValidations[0].Rule)
+		t.Fatalf("%v rule %q is not a single self.matches", path, prop.XValidations[0].Rule)
 	}
-	return regexp.MustCompile(m[1]) // CEL's matches is RE2, as Go's regexp
+	return m[1] // CEL's matches is RE2, as Go's regexp
+}
+
+// The fields whose rule is the tunnel's own pattern, character for character.
+func TestCRDRulesAreTheTunnels(t *testing.T) {
+	for _, tc := range []struct {
+		field, tunnel string
+	}{
+		{"documentName", session.DocumentPattern},
+		{"region", session.RegionPattern},
+		{"roleARN", session.RoleARNPattern},
+	} {
+		if got := crdRule(t, "spec", tc.field); got != tc.tunnel {
+			t.Errorf("spec.%s rule %q, the tunnel's pattern is %q: write the marker from the tunnel's pattern", tc.field, got, tc.tunnel)
+		}
+	}
 }
 
 // The API server and the tunnel binary agree on every instance ID: one the CRD accepts never makes the
 // tunnel pods crash-loop on their arguments, and one the tunnel refuses is refused by kubectl apply.
 func TestInstanceIDRuleMatchesTunnel(t *testing.T) {
-	rule := instanceIDRule(t)
+	rule := regexp.MustCompile(crdRule(t, "spec", "target", "instanceID"))
 	ids := []string{
 		"i-01234567", "i-0123456789abcdef0", "mi-0123456789abcdef0", // valid forms
 		"i-0123456", "i-012345678", "i-0123456789", "i-0123456789abcdef", "i-0123456789abcdef01",
