@@ -68,6 +68,8 @@ const (
 	emulator    = "ssm-emulator"
 	emulatorURL = "http://" + emulator + "." + nsAWS + ".svc:4566"
 	pfName      = "web"
+	// tunnelHealthPort serves the tunnel pods' /healthz and /readyz.
+	tunnelHealthPort = 8081
 	// Ports of the web application on the emulated instance's loopback.
 	webPort, altPort = 8080, 8081
 	// credentialsSecret is the operator's default name of the Secret that tunnel pods load (fake keys: the
@@ -848,7 +850,7 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 	}
 	// The rule that carries the peers must admit exactly the forwarded ports; no rule may admit a forwarded
 	// port from everywhere.
-	found := false
+	found, operatorAdmitted := false, false
 	for _, rule := range np.Spec.Ingress {
 		ports := map[int32]bool{}
 		for _, p := range rule.Ports {
@@ -869,6 +871,16 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 			}
 			continue
 		}
+		if len(ports) == 1 && ports[tunnelHealthPort] {
+			// The operator reads the pods' /readyz: from its own namespace only.
+			want := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{corev1.LabelMetadataName: nsOperator}}}}
+			if diff := cmp.Diff(want, rule.From); diff != "" {
+				t.Errorf("NetworkPolicy health-port rule does not admit exactly the operator's namespace (-want +got):\n%s", diff)
+			}
+			operatorAdmitted = true
+			continue
+		}
 		if diff := cmp.Diff(wantPeers, rule.From); diff != "" {
 			t.Errorf("NetworkPolicy peers differ from spec.allowedClients (-want +got):\n%s", diff)
 		}
@@ -876,6 +888,9 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 			t.Errorf("NetworkPolicy ports %v, want the forwarded container ports %v", sortedPorts(ports), sortedPorts(forwarded))
 		}
 		found = true
+	}
+	if !operatorAdmitted {
+		t.Errorf("NetworkPolicy has no rule admitting the operator to the health port %d: %+v", tunnelHealthPort, np.Spec.Ingress)
 	}
 	if !found {
 		t.Errorf("NetworkPolicy has no ingress rule with the allowed clients: %+v", np.Spec.Ingress)
