@@ -29,11 +29,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -471,9 +473,38 @@ func (s *suite) waitPortForwardReady(ctx context.Context, t testing.TB, want int
 			}
 			state := fmt.Sprintf("generation=%d observed=%d ready=%q readyReplicas=%d conditions=%v pods: %s; ready endpoints %d",
 				pf.Generation, pf.Status.ObservedGeneration, pf.Status.Ready, pf.Status.ReadyReplicas, conditionSummary(pf.Status.Conditions), pods, endpoints)
-			return ready && pf.Status.ObservedGeneration == pf.Generation && pf.Status.ReadyReplicas == want && int32(nready) == want &&
-				int32(endpoints) == want, state, nil
+			if !(ready && pf.Status.ObservedGeneration == pf.Generation && pf.Status.ReadyReplicas == want && int32(nready) == want &&
+				int32(endpoints) == want) {
+				return false, state, nil
+			}
+			if want > 0 {
+				if err := s.serviceAnswers(ctx); err != nil {
+					return false, state + "; " + err.Error(), nil
+				}
+			}
+			return true, state, nil
 		})
+}
+
+// serviceAnswers connects to the Service's ClusterIP from this process, on the node: kube-proxy programs
+// the node's rules a moment after the EndpointSlices change (at most one sync a second), and until then
+// the ClusterIP refuses connections. The connection is closed at once.
+func (s *suite) serviceAnswers(ctx context.Context) error {
+	var svc corev1.Service
+	if err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &svc); err != nil {
+		return err
+	}
+	if len(svc.Spec.Ports) == 0 || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return fmt.Errorf("Service %s has no ClusterIP port", pfName)
+	}
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := d.DialContext(dctx, "tcp", net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port))))
+	if err != nil {
+		return fmt.Errorf("the ClusterIP does not answer yet: %w", err)
+	}
+	return c.Close()
 }
 
 // readyEndpoints counts the ready endpoints of the Service's EndpointSlices: the backends its ClusterIP

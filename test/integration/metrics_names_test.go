@@ -239,8 +239,9 @@ func TestMetricNames(t *testing.T) {
 	operator := httptest.NewServer(promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
 	t.Cleanup(operator.Close)
 	series := fmt.Sprintf(`namespace=%q,portforward="metrics"`, ns)
+	var body string
 	eventually(t, 30*time.Second, "the PortForward's series", func() error {
-		body := scrape(t, operator.URL+"/metrics", exported)
+		body = scrape(t, operator.URL+"/metrics", exported)
 		for _, n := range []string{"ssmtunnel_portforward_ready", "ssmtunnel_portforward_condition", "ssmtunnel_portforward_replicas", "ssmtunnel_portforward_ready_replicas"} {
 			if !regexp.MustCompile(`(?m)^` + n + `\{[^}]*` + regexp.QuoteMeta(series)).MatchString(body) {
 				return fmt.Errorf("no %s{%s}", n, series)
@@ -248,6 +249,13 @@ func TestMetricNames(t *testing.T) {
 		}
 		return nil
 	})
+	var pfSeries []string
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, "ssmtunnel_portforward_") && strings.Contains(line, series) {
+			pfSeries = append(pfSeries, strings.TrimSpace(line))
+		}
+	}
+	t.Logf("the operator's series of PortForward %s/metrics:\n  %s", ns, strings.Join(pfSeries, "\n  "))
 
 	var missing []string
 	for n, where := range used {
