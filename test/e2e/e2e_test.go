@@ -149,7 +149,7 @@ func TestE2E(t *testing.T) {
 
 	t.Cleanup(func() {
 		if t.Failed() {
-			dumpDiagnostics(t, s.k, nsOperator, nsAWS, nsApps)
+			dumpDiagnostics(t, s.k, nsOperator, nsAWS, nsApps, nsDenied)
 			t.Logf("the failed run's objects are left in place; `make test-e2e` starts by removing them")
 			// The diagnostics are long and a CI log is often read from its tail: the cause comes last too.
 			for _, f := range s.failures {
@@ -361,10 +361,10 @@ func (s *suite) startEmulator(ctx context.Context, t testing.TB) {
 }
 
 // emulatorCommand is ssm-emulator serving the Service's port for the whole cluster, with one instance whose
-// agent may dial the pod's loopback (the web application), one that is not connected, and a denied key.
+// agent may dial the pod's loopback (the web application), and one that is not connected.
 func emulatorCommand() []string {
 	return []string{"/ssm-emulator", "--listen", "0.0.0.0:4566", "--instance", instanceID,
-		"--instance", offlineInstanceID + ",ping=ConnectionLost", "--deny-access-key", deniedKey}
+		"--instance", offlineInstanceID + ",ping=ConnectionLost"}
 }
 
 // installChart installs charts/ssmtunnel with Helm as a user would, pointed at the emulator.
