@@ -99,10 +99,16 @@ type PortForwardSpec struct {
 
 	// remoteHost, when set, makes the instance forward to this host (a DNS name or IP address it can reach)
 	// instead of to its own localhost, using the AWS-StartPortForwardingSessionToRemoteHost document.
+	// Loopback, link-local, unspecified and instance-metadata hosts are refused in every notation, whatever
+	// any policy allows: through the instance they reach its credentials and its own services (the same
+	// rules as the tunnel's session.CheckRemoteHost).
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$')",message="remoteHost must be a DNS name (letters, digits, '-' and '.') or an IP address, without scheme or port"
+	// +kubebuilder:validation:XValidation:rule="!isIP(self) || !(ip(self).isLoopback() || ip(self).isUnspecified() || ip(self).isLinkLocalUnicast() || ['0.0.0.0/8', 'fd00:ec2::/32', '::/96', '64:ff9b::/96', '64:ff9b:1::/48', '2002::/16'].exists(c, cidr(c).containsIP(self)))",message="remoteHost must not be a loopback, link-local, unspecified or instance-metadata address, nor an IPv6 spelling of an IPv4 address: the instance's credentials and own services are never forwarded"
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || !self.matches('^(0[xX][0-9a-fA-F]*|[0-9]+)([.](0[xX][0-9a-fA-F]*|[0-9]+)){0,3}$')",message="remoteHost must not be an IPv4 address in integer, hexadecimal, octal or shortened notation: write it as four decimal numbers a.b.c.d"
+	// +kubebuilder:validation:XValidation:rule="!self.lowerAscii().matches('^(localhost|ip6-localhost|ip6-loopback)$|[.]localhost$|^instance-data([.]|$)')",message="remoteHost must not name the instance's loopback (localhost) or its metadata service (instance-data)"
 	RemoteHost string `json:"remoteHost,omitempty"`
 
 	// ports are the ports to expose: each becomes a port of the Service and is forwarded to remotePort on the
@@ -121,6 +127,7 @@ type PortForwardSpec struct {
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9_.:/-]{3,128}$')",message="documentName may contain only letters, digits, '_', '-', '.', ':' and '/' (a document name or ARN)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(.*/)?AWS-') || self.matches('^(.*/)?AWS-StartPortForwardingSession(ToRemoteHost)?$')",message="documentName: of the AWS documents only AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost forward ports; the others run commands on the instance"
 	DocumentName string `json:"documentName,omitempty"`
 
 	// region is the AWS region of the instance, e.g. eu-west-1. Defaults to the operator's --default-region.

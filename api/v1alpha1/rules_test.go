@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -13,6 +14,13 @@ import (
 
 // crdRule returns the regular expression of the CRD's single self.matches rule on a field, as generated.
 func crdRule(t *testing.T, path ...string) string {
+	t.Helper()
+	return crdRules(t, path...)[0]
+}
+
+// crdRules returns the regular expressions of every self.matches rule on a field, in order; a rule
+// "!self.matches('a') || self.matches('b')" gives a and b.
+func crdRules(t *testing.T, path ...string) []string {
 	t.Helper()
 	b, err := os.ReadFile("../../config/crd/bases/ssmtunnel.io_portforwards.yaml")
 	if err != nil {
@@ -26,14 +34,16 @@ func crdRule(t *testing.T, path ...string) string {
 	for _, p := range path {
 		prop = prop.Properties[p]
 	}
-	if len(prop.XValidations) != 1 {
-		t.Fatalf("%v has %d CEL rules, want 1", path, len(prop.XValidations))
+	var out []string
+	for _, v := range prop.XValidations {
+		for _, m := range regexp.MustCompile(`self\.matches\('([^']*)'\)`).FindAllStringSubmatch(v.Rule, -1) {
+			out = append(out, m[1]) // CEL's matches is RE2, as Go's regexp
+		}
 	}
-	m := regexp.MustCompile(`^self\.matches\('(.*)'\)$`).FindStringSubmatch(prop.XValidations[0].Rule)
-	if m == nil {
-		t.Fatalf("%v rule %q is not a single self.matches", path, prop.XValidations[0].Rule)
+	if len(out) == 0 {
+		t.Fatalf("%v has no self.matches rule", path)
 	}
-	return m[1] // CEL's matches is RE2, as Go's regexp
+	return out
 }
 
 // The fields whose rule is the tunnel's own pattern, character for character.
@@ -48,6 +58,10 @@ func TestCRDRulesAreTheTunnels(t *testing.T) {
 		if got := crdRule(t, "spec", tc.field); got != tc.tunnel {
 			t.Errorf("spec.%s rule %q, the tunnel's pattern is %q: write the marker from the tunnel's pattern", tc.field, got, tc.tunnel)
 		}
+	}
+	want := []string{session.DocumentPattern, session.AWSDocumentPattern, session.AWSPortDocumentPattern}
+	if got := crdRules(t, "spec", "documentName"); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("spec.documentName rules %q, the tunnel's patterns are %q", got, want)
 	}
 }
 

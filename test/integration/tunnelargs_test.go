@@ -31,8 +31,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ssmtunnel/ssmtunnel/api/v1alpha1"
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil/hostsamples"
 )
 
 // specSample is a generated sample of PortForward specs around every rule the API and the tunnel share:
@@ -44,14 +46,15 @@ func specSample() map[string]func(pf *v1alpha1.PortForward) {
 	for _, id := range []string{"i-01234567", "i-0123456789abcdef0", "mi-0123456789abcdef0", "i-0123456789", "i-fffffffff"} {
 		s["instance "+id] = func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = id }
 	}
-	hosts := []string{"db", "db.internal", "DB.Example.COM", "a-b.c-d.e", "1", "10.0.0.5", "255.255.255.255", "::1", "fd00::5",
-		"::ffff:10.0.0.1", "2001:db8::1", "xn--bcher-kva.example", strings.Repeat("a", 63) + "." + strings.Repeat("b", 63),
-		strings.Repeat("a.", 126) + "a", "fe80::1%eth0", "2852039166", "db_1.internal", "-db", "db-"}
+	hosts := []string{"a-b.c-d.e", "255.255.255.255", strings.Repeat("a", 63) + "." + strings.Repeat("b", 63),
+		strings.Repeat("a.", 126) + "a", "db_1.internal", "-db", "db-"}
+	hosts = append(append(hosts, hostsamples.Allowed...), hostsamples.Denied...)
 	for _, h := range hosts {
 		s["remote host "+h] = func(pf *v1alpha1.PortForward) { pf.Spec.RemoteHost = h }
 	}
 	docs := []string{"abc", "ab", "AWS-StartPortForwardingSession", "AWS-StartPortForwardingSessionToRemoteHost",
-		"arn:aws:ssm:eu-west-1:123456789012:document/My_Doc-1.0", strings.Repeat("d", 128), strings.Repeat("d", 129), "doc name"}
+		"arn:aws:ssm:eu-west-1:123456789012:document/My_Doc-1.0", strings.Repeat("d", 128), strings.Repeat("d", 129), "doc name",
+		"AWS-StartSSHSession", "arn:aws:ssm:eu-west-1::document/AWS-StartInteractiveCommand", "arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession"}
 	for _, d := range docs {
 		s["document "+d] = func(pf *v1alpha1.PortForward) { pf.Spec.DocumentName = d }
 	}
@@ -140,6 +143,23 @@ func TestSpecsTheAPIAcceptsRunInTheTunnel(t *testing.T) {
 		}
 	}
 	t.Logf("%d specs accepted by the API server, each accepted by the tunnel", len(accepted))
+}
+
+// TestDeniedRemoteHostsRefused: the API server refuses every metadata, credential and loopback host in every
+// notation, with a message that says what is wrong, as the tunnel does (session.CheckRemoteHost).
+func TestDeniedRemoteHostsRefused(t *testing.T) {
+	ns := newNamespace(t)
+	for i, h := range hostsamples.Denied {
+		pf := newPF(ns, fmt.Sprintf("d%d", i), func(pf *v1alpha1.PortForward) { pf.Spec.RemoteHost = h })
+		err := k8sClient.Create(ctx, pf, client.DryRunAll)
+		if err == nil {
+			t.Errorf("remoteHost %q: accepted by the API server, want refused", h)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "remoteHost must") {
+			t.Errorf("remoteHost %q: refused with %q, want a remoteHost rule's message", h, firstLine(msg))
+		}
+	}
 }
 
 func firstLine(s string) string {

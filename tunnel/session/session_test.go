@@ -173,3 +173,18 @@ func TestLoadAWSConfig(t *testing.T) {
 }
 
 type nopAPI struct{ API }
+
+func TestOnlyPortForwardingAWSDocuments(t *testing.T) {
+	for doc, ok := range map[string]bool{
+		"AWS-StartPortForwardingSession": true, "AWS-StartPortForwardingSessionToRemoteHost": true,
+		"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession": true, "My-PortForwarding": true,
+		"arn:aws:ssm:eu-west-1:123456789012:document/Team-Forward": true,
+		"AWS-StartSSHSession": false, "AWS-StartInteractiveCommand": false, "AWS-RunShellScript": false,
+		"arn:aws:ssm:eu-west-1::document/AWS-StartNonInteractiveCommand": false, "AWS-StartPortForwardingSessionX": false,
+	} {
+		err := Spec{Target: "i-0123456789abcdef0", RemotePort: 1, Document: doc}.Validate()
+		if (err == nil) != ok || !ok && !errors.Is(err, ErrNotPortDocument) {
+			t.Errorf("document %q: Validate = %v, want allowed %t", doc, err, ok)
+		}
+	}
+}

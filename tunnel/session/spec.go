@@ -31,6 +31,11 @@ const (
 	DocumentPattern = `^[A-Za-z0-9_.:/-]{3,128}$`
 	// RegionPattern: an AWS region code (eu-west-1, us-gov-west-1, cn-north-1).
 	RegionPattern = `^[a-z]{2}(-[a-z]+)+-[0-9]+$`
+	// AWSDocumentPattern matches the documents AWS publishes (AWS-..., by name or ARN), and
+	// AWSPortDocumentPattern the two of them that forward ports: any other AWS document (AWS-StartSSHSession,
+	// AWS-StartInteractiveCommand, ...) runs something on the instance instead, and is refused.
+	AWSDocumentPattern     = `^(.*/)?AWS-`
+	AWSPortDocumentPattern = `^(.*/)?AWS-StartPortForwardingSession(ToRemoteHost)?$`
 	// RoleARNPattern: an IAM role ARN in any partition.
 	RoleARNPattern = `^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$`
 )
@@ -40,16 +45,19 @@ var (
 	documentRE = regexp.MustCompile(DocumentPattern)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9.:\-_\[\]%]{1,253}$`)
 	regionRE   = regexp.MustCompile(RegionPattern)
+	awsDocRE   = regexp.MustCompile(AWSDocumentPattern)
+	awsPortRE  = regexp.MustCompile(AWSPortDocumentPattern)
 	roleARNRE  = regexp.MustCompile(RoleARNPattern)
 )
 
 // Errors of Spec.Validate. Each says what a valid value looks like.
 var (
-	ErrBadTarget   = errors.New("target must be an instance ID (i-0123456789abcdef0), a managed instance ID (mi-0123456789abcdef0) or ecs:CLUSTER_TASK_RUNTIMEID")
-	ErrBadReason   = errors.New("reason must be 1-256 printable characters without control characters")
-	ErrBadDocument = errors.New("document name must be 3-128 characters of letters, digits, _ - . : /")
-	ErrBadRegion   = errors.New("region must be an AWS region code such as eu-west-1 or us-gov-west-1")
-	ErrBadRoleARN  = errors.New("role ARN must be an IAM role ARN such as arn:aws:iam::123456789012:role/name")
+	ErrBadTarget       = errors.New("target must be an instance ID (i-0123456789abcdef0), a managed instance ID (mi-0123456789abcdef0) or ecs:CLUSTER_TASK_RUNTIMEID")
+	ErrBadReason       = errors.New("reason must be 1-256 printable characters without control characters")
+	ErrBadDocument     = errors.New("document name must be 3-128 characters of letters, digits, _ - . : /")
+	ErrNotPortDocument = errors.New("document does not forward ports")
+	ErrBadRegion       = errors.New("region must be an AWS region code such as eu-west-1 or us-gov-west-1")
+	ErrBadRoleARN      = errors.New("role ARN must be an IAM role ARN such as arn:aws:iam::123456789012:role/name")
 )
 
 // Spec says which session to start: the target, the document and its parameters (§2).
@@ -87,11 +95,20 @@ func (s Spec) Validate() error {
 	if s.RemotePort < 1 || s.RemotePort > 65535 {
 		return fmt.Errorf("remote port must be 1-65535, got %d", s.RemotePort)
 	}
-	if s.RemoteHost != "" && !hostRE.MatchString(s.RemoteHost) {
-		return fmt.Errorf("remote host %q is not a host name or IP address", s.RemoteHost)
+	if s.RemoteHost != "" {
+		if !hostRE.MatchString(s.RemoteHost) {
+			return fmt.Errorf("remote host %q is not a host name or IP address", s.RemoteHost)
+		}
+		if err := CheckRemoteHost(s.RemoteHost); err != nil {
+			return err
+		}
 	}
 	if s.Document != "" && !documentRE.MatchString(s.Document) {
 		return fmt.Errorf("%w, got %q", ErrBadDocument, s.Document)
+	}
+	if awsDocRE.MatchString(s.Document) && !awsPortRE.MatchString(s.Document) {
+		return fmt.Errorf("%w: %q is an AWS document that does not forward ports: use %s or %s", ErrNotPortDocument,
+			s.Document, DocumentPortForwarding, DocumentPortForwardingToRemoteHost)
 	}
 	if s.Reason != "" {
 		if err := ValidateReason(s.Reason); err != nil {
