@@ -75,6 +75,9 @@ type Options struct {
 	// StatusInterval is how often the tunnel pods' /readyz is read again while the PortForward has pods:
 	// why a pod is not ready, and whether the destination answers, change without any Kubernetes event.
 	StatusInterval time.Duration
+	// PolicyDefault applies to namespaces no PortForwardPolicy selects: PolicyDefaultAllow (default) or
+	// PolicyDefaultDeny.
+	PolicyDefault PolicyDefault
 	// OperatorNamespace is the operator's namespace: the tunnel pods' NetworkPolicy admits it to /readyz.
 	OperatorNamespace string
 }
@@ -93,6 +96,9 @@ func (o Options) WithDefaults() Options {
 	if o.ResolveInterval == 0 {
 		o.ResolveInterval = DefaultResolveInterval
 	}
+	if o.PolicyDefault == "" {
+		o.PolicyDefault = PolicyDefaultAllow
+	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = DefaultStatusInterval
 	}
@@ -108,6 +114,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: drain timeout %s is negative", ErrInvalidOptions, o.DrainTimeout)
 	case o.ResolveInterval < time.Second:
 		return fmt.Errorf("%w: resolve interval %s is below 1s", ErrInvalidOptions, o.ResolveInterval)
+	case o.PolicyDefault != PolicyDefaultAllow && o.PolicyDefault != PolicyDefaultDeny:
+		return fmt.Errorf("%w: policy default %q must be allow or deny", ErrInvalidOptions, o.PolicyDefault)
 	case o.StatusInterval < time.Second:
 		return fmt.Errorf("%w: status interval %s is below 1s", ErrInvalidOptions, o.StatusInterval)
 	}

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -72,6 +73,8 @@ type PortForwardReconciler struct {
 	MaxConcurrentReconciles int
 	// Pods reads the tunnel pods' reports; HTTPPodReader (over the pod network) when nil.
 	Pods PodReader
+	// Namespaces are the namespaces the manager's cache holds (--watch-namespaces); empty: all.
+	Namespaces []string
 }
 
 // +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwards,verbs=get;list;watch
@@ -86,6 +89,8 @@ type PortForwardReconciler struct {
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ssmtunnel.io,resources=portforwardpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile resolves the target, applies every child, and writes the status once.
@@ -101,14 +106,24 @@ func (r *PortForwardReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		forgetMetrics(req.NamespacedName)
 		return ctrl.Result{}, nil // children go with it through their owner references
 	}
-	obs, err := r.resolveTarget(ctx, pf)
+	denied, err := r.checkPolicy(ctx, pf)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var obs observed
+	if denied != "" {
+		// Checked before any lookup: a denied selector is never resolved with the operator's identity.
+		obs = observed{target: pf.Status.ResolvedTarget, policyDenied: denied}
+		if pf.Spec.Target.InstanceID != "" {
+			obs.target = pf.Spec.Target.InstanceID
+		}
+	} else if obs, err = r.resolveTarget(ctx, pf); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.ensureServiceAccount(ctx, pf); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.ensureDeployment(ctx, pf, obs.target); err != nil {
+	if err := r.ensureDeployment(ctx, pf, obs.target, denied != ""); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.ensureService(ctx, pf); err != nil {
@@ -185,13 +200,31 @@ func (r *PortForwardReconciler) ensureServiceAccount(ctx context.Context, pf *v1
 	return r.apply(ctx, desiredServiceAccount(pf.Namespace, r.Options), "ServiceAccount", r.Options.DefaultServiceAccountName)
 }
 
-// ensureDeployment applies the tunnel Deployment. Without a target yet (a selector that never matched) it
-// leaves the Deployment alone: there is nothing to connect to, and a running tunnel keeps its last target.
-func (r *PortForwardReconciler) ensureDeployment(ctx context.Context, pf *v1alpha1.PortForward, target string) error {
+// ensureDeployment applies the tunnel Deployment, with no replicas while a policy denies pf. Without a
+// target yet (a selector that never matched) it leaves the Deployment alone: there is nothing to connect
+// to, and a running tunnel keeps its last target.
+func (r *PortForwardReconciler) ensureDeployment(ctx context.Context, pf *v1alpha1.PortForward, target string, denied bool) error {
 	if target == "" {
 		return nil
 	}
-	return r.apply(ctx, desiredDeployment(pf, target, r.Options), "Deployment", pf.Name)
+	d := desiredDeployment(pf, target, r.Options)
+	if denied {
+		d.Spec.WithReplicas(0)
+	}
+	return r.apply(ctx, d, "Deployment", pf.Name)
+}
+
+// checkPolicy returns why the PortForwardPolicies deny pf, empty when they allow it.
+func (r *PortForwardReconciler) checkPolicy(ctx context.Context, pf *v1alpha1.PortForward) (string, error) {
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, client.ObjectKey{Name: pf.Namespace}, ns); err != nil {
+		return "", fmt.Errorf("failed to get namespace %q: %w", pf.Namespace, err)
+	}
+	policies := &v1alpha1.PortForwardPolicyList{}
+	if err := r.List(ctx, policies); err != nil {
+		return "", fmt.Errorf("failed to list PortForwardPolicies: %w", err)
+	}
+	return checkPolicies(pf, ns.Labels, policies.Items, r.Options.PolicyDefault, r.Options.DefaultServiceAccountName).denied, nil
 }
 
 // ensureService applies the Service. A Service's clusterIP is immutable, so a switch between ClusterIP and
@@ -296,7 +329,7 @@ func (r *PortForwardReconciler) writeStatus(ctx context.Context, pf *v1alpha1.Po
 	after := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDegraded)
 	if after != nil && after.Status == metav1.ConditionTrue && (before == nil || before.Reason != after.Reason) {
 		switch after.Reason {
-		case v1alpha1.ReasonInvalidTarget, v1alpha1.ReasonNoOnlineInstance, v1alpha1.ReasonCrashLooping,
+		case v1alpha1.ReasonPolicyDenied, v1alpha1.ReasonInvalidTarget, v1alpha1.ReasonNoOnlineInstance, v1alpha1.ReasonCrashLooping,
 			v1alpha1.ReasonTargetNotConnected, v1alpha1.ReasonAccessDenied, v1alpha1.ReasonNoCredentials,
 			v1alpha1.ReasonThrottled, v1alpha1.ReasonInvalidDocument, v1alpha1.ReasonSessionEnded, v1alpha1.ReasonSessionFailed:
 			r.Recorder.Eventf(pf, nil, corev1.EventTypeWarning, after.Reason, "Reconcile", "%s", after.Message)
@@ -328,9 +361,38 @@ func (r *PortForwardReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToPortForward)).
+		// A policy or a namespace's labels can allow or deny PortForwards that did not change.
+		Watches(&v1alpha1.PortForwardPolicy{}, handler.EnqueueRequestsFromMapFunc(r.allPortForwards)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.portForwardsIn)).
 		Named("portforward").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
+}
+
+// allPortForwards maps a policy change to every PortForward.
+func (r *PortForwardReconciler) allPortForwards(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.requests(ctx)
+}
+
+// portForwardsIn maps a namespace change to its PortForwards.
+func (r *PortForwardReconciler) portForwardsIn(ctx context.Context, ns client.Object) []reconcile.Request {
+	if len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, ns.GetName()) {
+		return nil // not watched: it holds no PortForward of ours
+	}
+	return r.requests(ctx, client.InNamespace(ns.GetName()))
+}
+
+func (r *PortForwardReconciler) requests(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	list := &v1alpha1.PortForwardList{}
+	if err := r.List(ctx, list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "Failed to list PortForwards for a policy or namespace change")
+		return nil
+	}
+	out := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+	}
+	return out
 }
 
 // podToPortForward maps a tunnel pod to its PortForward through the instance label.

@@ -49,6 +49,8 @@ type observed struct {
 	crashLooping int
 	// reports are the running tunnel pods' own reports (/readyz).
 	reports []podReport
+	// policyDenied says why the PortForwardPolicies deny the PortForward; empty when they allow it.
+	policyDenied string
 }
 
 // crashLoopingPods counts pods with a container waiting in CrashLoopBackOff.
@@ -99,6 +101,10 @@ func computeStatus(pf *v1alpha1.PortForward, obs observed, opts Options, now tim
 	}
 	var readyC, progressing, degraded cond
 	switch {
+	case obs.policyDenied != "":
+		readyC = cond{false, v1alpha1.ReasonPolicyDenied, obs.policyDenied}
+		progressing = cond{false, v1alpha1.ReasonPolicyDenied, "The tunnel pods are scaled to zero while a policy denies the PortForward"}
+		degraded = cond{true, v1alpha1.ReasonPolicyDenied, obs.policyDenied}
 	case obs.problem.Reason != "" && obs.deployment == nil:
 		readyC = cond{false, obs.problem.Reason, obs.problem.Message}
 		progressing = cond{false, obs.problem.Reason, "Waiting for a usable target"}

@@ -138,6 +138,20 @@ kubectl create secret generic ssmtunnel-aws-credentials -n "$ns_app" \
   --from-literal=AWS_SECRET_ACCESS_KEY=demo-fake-secret-access-key \
   --dry-run=client -o yaml | kubectl apply -f -
 
+say "A PortForwardPolicy lets namespace $ns_app reach $instance port 8080 (the chart denies namespaces without one)"
+kubectl apply -f - <<EOF
+apiVersion: ssmtunnel.io/v1alpha1
+kind: PortForwardPolicy
+metadata:
+  name: demo
+spec:
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: $ns_app
+  instanceIDs: [$instance]
+  remotePorts: ["8080"]
+EOF
+
 say "Applying a PortForward: port 80 of Service web.$ns_app -> port 8080 on $instance"
 cat >"$work/portforward.yaml" <<EOF
 apiVersion: ssmtunnel.io/v1alpha1

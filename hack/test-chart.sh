@@ -64,6 +64,8 @@ out=$tmp/default.yaml
   die "helm template with default values failed"
 expect "$out" '^kind: CustomResourceDefinition$' "CRD rendered"
 expect "$out" '^  name: portforwards\.ssmtunnel\.io$' "PortForward CRD"
+expect "$out" '^  name: portforwardpolicies\.ssmtunnel\.io$' "PortForwardPolicy CRD"
+expect "$out" '- --policy-default=deny$' "namespaces without a policy are denied by default"
 expect "$out" '^kind: Deployment$' "operator Deployment"
 expect "$out" '^kind: ServiceAccount$' "operator ServiceAccount"
 expect "$out" '^  name: ssmtunnel-manager$' "manager ClusterRole/Binding named after the release"
@@ -180,6 +182,7 @@ reject "/replicaCount" --set replicaCount=0
 reject "/metrics/port" --set metrics.port=70000
 reject "/healthProbe/port" --set healthProbe.port=0
 reject "/logLevel" --set logLevel=verbose
+reject "/policy/default" --set policy.default=maybe
 reject "/tunnelServiceAccount/name" --set tunnelServiceAccount.name=Bad_Name
 reject "/tunnelServiceAccount/annotations/eks.amazonaws.com~1role-arn" \
   --set 'tunnelServiceAccount.annotations.eks\.amazonaws\.com/role-arn=12'

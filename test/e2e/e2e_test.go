@@ -149,7 +149,7 @@ func TestE2E(t *testing.T) {
 
 	t.Cleanup(func() {
 		if t.Failed() {
-			dumpDiagnostics(t, s.k, nsOperator, nsAWS, nsApps, nsDenied)
+			dumpDiagnostics(t, s.k, nsOperator, nsAWS, nsApps, nsDenied, nsTeamB)
 			t.Logf("the failed run's objects are left in place; `make test-e2e` starts by removing them")
 			// The diagnostics are long and a CI log is often read from its tail: the cause comes last too.
 			for _, f := range s.failures {
@@ -175,6 +175,7 @@ func TestE2E(t *testing.T) {
 		{"ScaleSubresource", s.scale},
 		{"AllowedClientsNetworkPolicy", s.allowedClients},
 		{"BrokenPortForwardsSayWhy", s.brokenPortForwards},
+		{"PolicyFencesNamespaces", s.policyFences},
 		{"OperatorHasOnlyChartRBAC", s.operatorRBAC},
 		{"DeletingPortForwardRemovesChildren", s.deletion},
 	}
@@ -216,6 +217,7 @@ func (s *suite) setup(ctx context.Context, t testing.TB) {
 	s.removeOtherReleases(ctx, t)
 	deleteNamespace(ctx, t, k, nsApps)
 	deleteNamespace(ctx, t, k, nsDenied)
+	deleteNamespace(ctx, t, k, nsTeamB)
 	deleteNamespace(ctx, t, k, nsAWS)
 
 	// Images: the product's (built by `make image`) and the test web application's (built here).
@@ -250,6 +252,7 @@ func (s *suite) setup(ctx context.Context, t testing.TB) {
 	installStart := time.Now()
 	s.installChart(ctx, t)
 	s.tm.add(t, "helm install --wait (operator Ready)", time.Since(installStart))
+	s.grantE2ENamespaces(ctx, t)
 }
 
 // removeOtherReleases uninstalls any release of this chart (ours from an earlier run, or the demo's), so
@@ -404,7 +407,11 @@ func (s *suite) teardown(t testing.TB) {
 	defer cancel()
 	deleteNamespace(ctx, t, s.k, nsApps)
 	deleteNamespace(ctx, t, s.k, nsDenied)
+	deleteNamespace(ctx, t, s.k, nsTeamB)
 	deleteNamespace(ctx, t, s.k, nsAWS)
+	if err := s.k.c.Delete(ctx, &v1alpha1.PortForwardPolicy{ObjectMeta: metav1.ObjectMeta{Name: e2ePolicy}}); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("delete PortForwardPolicy %s: %v", e2ePolicy, err)
+	}
 	if out, err := run(ctx, s.e.helm, "--kubeconfig", s.e.kubeconfig, "uninstall", release, "--namespace", nsOperator, "--wait"); err != nil {
 		t.Errorf("helm uninstall: %v\n%s", err, out)
 	}

@@ -55,7 +55,7 @@ func (s *suite) brokenPortForwards(ctx context.Context, t testing.TB) {
 	// admin endpoint replaces every fault at once).
 	s.emulatorAdmin(ctx, t, http.MethodPut, "/emulator/faults", fmt.Sprintf(`{"deniedAccessKeys":[%q]}`, deniedKey), nil)
 	defer s.emulatorAdmin(context.Background(), t, http.MethodPut, "/emulator/faults", `{}`, nil)
-	ensureNamespace(ctx, t, s.k, nsDenied, restricted)
+	ensureNamespace(ctx, t, s.k, nsDenied, mergeLabels(restricted, map[string]string{"ssmtunnel.io/e2e": "denied"}))
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: credentialsSecret, Namespace: nsDenied},
 		StringData: map[string]string{"AWS_ACCESS_KEY_ID": deniedKey, "AWS_SECRET_ACCESS_KEY": "e2e-fake-secret-denied"},

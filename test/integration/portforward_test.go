@@ -194,7 +194,9 @@ func TestUpdateRollsChildren(t *testing.T) {
 	eventually(t, 20*time.Second, "Deployment exists", func() error { return k8sClient.Get(ctx, key(ns, "web"), d) })
 	np := &networkingv1.NetworkPolicy{}
 	eventually(t, 10*time.Second, "NetworkPolicy exists", func() error { return k8sClient.Get(ctx, key(ns, "web"), np) })
-	if len(np.Spec.Ingress) != 2 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].PodSelector.MatchLabels["app"] != "api" {
+	// The clients' rule, the metrics port, and the health port for the operator's reads of /readyz.
+	if len(np.Spec.Ingress) != 3 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].PodSelector.MatchLabels["app"] != "api" ||
+		np.Spec.Ingress[2].Ports[0].Port.IntValue() != 8081 {
 		t.Errorf("NetworkPolicy ingress %+v", np.Spec.Ingress)
 	}
 	hash := d.Spec.Template.Annotations["ssmtunnel.io/pod-spec-hash"]

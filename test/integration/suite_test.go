@@ -161,6 +161,7 @@ func startManagerWith(t testing.TB, ns string, opts controllers.Options, instanc
 		Instances:               instances,
 		Options:                 opts,
 		MaxConcurrentReconciles: concurrency,
+		Namespaces:              []string{ns},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatalf("setup: %v", err)
