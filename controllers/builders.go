@@ -172,7 +172,7 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 		args = append(args, "--session-receive-buffer", fmt.Sprintf("%dMi", b>>20))
 	}
 	if pf.Spec.RoleARN != "" {
-		args = append(args, "--role-arn", pf.Spec.RoleARN)
+		args = append(args, "--role-arn", pf.Spec.RoleARN, "--role-session-name", roleSessionName(pf))
 	}
 	if n := maxConnections(pf); n > 0 {
 		args = append(args, "--max-connections", strconv.Itoa(int(n)))
@@ -189,6 +189,18 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 		"--metrics-addr", fmt.Sprintf(":%d", metricsPort),
 		"--drain-timeout", opts.DrainTimeout.String(),
 	)
+}
+
+// roleSessionName names the tunnel's assumed-role session after the PortForward (namespace.name), so
+// CloudTrail and IAM conditions (aws:RoleSessionName... sts:RoleSessionName) tell tenants apart. STS allows
+// 64 characters: a longer name keeps its start and a hash of the whole.
+func roleSessionName(pf *v1alpha1.PortForward) string {
+	n := pf.Namespace + "." + pf.Name
+	if len(n) <= 64 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	return n[:55] + "-" + hex.EncodeToString(sum[:4])
 }
 
 // minProbePeriod is the API's minimum of destinationProbe.periodSeconds, and what an unset (0) period

@@ -201,7 +201,7 @@ func TestDesiredDeployment(t *testing.T) {
 			want: func(p *corev1ac.PodSpecApplyConfiguration) {
 				container(p).Args = []string{"forward", "i-0123456789abcdef0", "10000:5432", "--address", "0.0.0.0",
 					"--remote-host", "db.internal", "--region", "us-east-2", "--document", "Custom-Doc", "--sessions", "3",
-					"--role-arn", "arn:aws:iam::123456789012:role/tunnel", "--max-connections", "2048",
+					"--role-arn", "arn:aws:iam::123456789012:role/tunnel", "--role-session-name", "apps.db", "--max-connections", "2048",
 					"--reconnect", "eager", "--retry-start",
 					"--reason", "ssmtunnel PortForward apps/db",
 					"--health-addr", ":8081", "--metrics-addr", ":8080", "--drain-timeout", "20s"}

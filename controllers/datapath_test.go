@@ -223,3 +223,16 @@ func TestProbeArgs(t *testing.T) {
 		t.Errorf("destinationProbe.periodSeconds 30: args %s lack --probe-interval 30s", args)
 	}
 }
+
+func TestRoleSessionName(t *testing.T) {
+	pf := basePF()
+	if got := roleSessionName(pf); got != "apps.db" {
+		t.Errorf("roleSessionName = %q, want apps.db", got)
+	}
+	pf.Namespace, pf.Name = strings.Repeat("n", 63), strings.Repeat("p", 63)
+	long := roleSessionName(pf)
+	pf.Name = strings.Repeat("p", 62) + "q"
+	if len(long) != 64 || !strings.HasPrefix(long, strings.Repeat("n", 55)) || long == roleSessionName(pf) {
+		t.Errorf("long names: %q (%d) and %q must be 64 characters, keep the start, and differ", long, len(long), roleSessionName(pf))
+	}
+}

@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -128,5 +129,27 @@ func TestCheckPolicies(t *testing.T) {
 				t.Errorf("verdict %q; want a denial containing %q", got, tc.denied)
 			}
 		})
+	}
+}
+
+type rejectingLister struct{ err error }
+
+func (l rejectingLister) OnlineInstances(context.Context, string, map[string]string) ([]string, error) {
+	return nil, l.err
+}
+
+// The operator's own role and account never reach a tenant's status: only the error code does.
+func TestRejectedLookupIsSanitised(t *testing.T) {
+	pf := basePF()
+	pf.Spec.Target = v1alpha1.Target{Selector: &v1alpha1.InstanceSelector{Tags: map[string]string{"team": "a"}}}
+	r := &PortForwardReconciler{Instances: rejectingLister{&LookupRejectedError{Code: "AccessDeniedException",
+		Message: "User: arn:aws:sts::111122223333:assumed-role/ssmtunnel-operator/x is not authorized to perform: ssm:DescribeInstanceInformation"}}}
+	obs, err := r.resolveTarget(context.Background(), pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obs.problem.Reason != v1alpha1.ReasonInvalidTarget || strings.Contains(obs.problem.Message, "111122223333") ||
+		strings.Contains(obs.problem.Message, "arn:") || !strings.Contains(obs.problem.Message, "AccessDeniedException") {
+		t.Errorf("problem %+v: want InvalidTarget naming the code and no ARN or account", obs.problem)
 	}
 }

@@ -167,7 +167,13 @@ func (r *PortForwardReconciler) resolveTarget(ctx context.Context, pf *v1alpha1.
 	online, err := r.Instances.OnlineInstances(ctx, region(pf, r.Options), pf.Spec.Target.Selector.Tags)
 	switch {
 	case errors.Is(err, ErrInstanceLookupRejected):
-		return observed{target: current, problem: targetProblem{v1alpha1.ReasonInvalidTarget, err.Error()}}, nil
+		log.FromContext(ctx).Error(err, "Instance lookup rejected")
+		msg := "Systems Manager refused the lookup of target.selector: see the operator's log"
+		var rejected *LookupRejectedError
+		if errors.As(err, &rejected) {
+			msg = rejected.StatusMessage()
+		}
+		return observed{target: current, problem: targetProblem{v1alpha1.ReasonInvalidTarget, msg}}, nil
 	case err != nil:
 		return observed{}, fmt.Errorf("failed to resolve the selector of PortForward %q: %w", pf.Name, err)
 	}

@@ -33,6 +33,26 @@ import (
 // missing permission): retrying soon will not help, the user has to act.
 var ErrInstanceLookupRejected = errors.New("instance lookup rejected by Systems Manager")
 
+// LookupRejectedError is a lookup Systems Manager refused. Its Message can name the operator's own role
+// and account, so only Code reaches a PortForward's status; the whole error goes to the operator's log.
+type LookupRejectedError struct {
+	Code, Message string
+}
+
+func (e *LookupRejectedError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInstanceLookupRejected, e.Code, e.Message)
+}
+
+func (e *LookupRejectedError) Unwrap() error { return ErrInstanceLookupRejected }
+
+// StatusMessage is what a tenant may read: the error code and what to fix.
+func (e *LookupRejectedError) StatusMessage() string {
+	if e.Code == "AccessDeniedException" {
+		return "Systems Manager refused the operator's lookup of target.selector (AccessDeniedException): a cluster administrator must allow the operator ssm:DescribeInstanceInformation"
+	}
+	return fmt.Sprintf("Systems Manager refused the lookup of target.selector (%s): check the tags", e.Code)
+}
+
 // InstanceLister finds the managed instances that carry all of the given tags and are Online. It is the only
 // AWS call the operator makes; tests substitute the emulator behind the real SDK client.
 type InstanceLister interface {
@@ -71,7 +91,7 @@ func (l SSMInstanceLister) OnlineInstances(ctx context.Context, region string, t
 		if err != nil {
 			var apiErr smithy.APIError
 			if errors.As(err, &apiErr) && apiErr.ErrorFault() == smithy.FaultClient {
-				return nil, fmt.Errorf("%w: %s: %s", ErrInstanceLookupRejected, apiErr.ErrorCode(), apiErr.ErrorMessage())
+				return nil, &LookupRejectedError{Code: apiErr.ErrorCode(), Message: apiErr.ErrorMessage()}
 			}
 			return nil, fmt.Errorf("failed to describe instance information: %w", err)
 		}

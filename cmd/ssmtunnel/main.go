@@ -116,6 +116,7 @@ type forwardOptions struct {
 	partitionTimeout                                       time.Duration
 	probeInterval                                          time.Duration
 	dryRun                                                 bool
+	roleSessionName                                        string
 }
 
 func forwardFlags(o *forwardOptions) *pflag.FlagSet {
@@ -140,6 +141,7 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.IntVar(&o.maxBasicSessions, "max-basic-sessions", portforward.DefaultMaxBasicSessions, "most sessions per port with agents that cannot multiplex (basic mode: one session per concurrent connection)")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", portforward.DefaultStallTimeout, "replace a session whose sent data gets no acknowledgement (or whose publication stays paused) for this long")
 	fs.DurationVar(&o.partitionTimeout, "partition-timeout", portforward.DefaultPartitionTimeout, "replace a session that has been reconnecting this long, resetting its connections so clients reconnect")
+	fs.StringVar(&o.roleSessionName, "role-session-name", "", "name of the --role-arn session, as CloudTrail and IAM conditions see it (default ssmtunnel)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check the arguments, print what would be forwarded, and exit without calling AWS")
 	fs.DurationVar(&o.probeInterval, "probe-interval", 0, "open a probe connection through each ready port this often, so /readyz knows whether the destination accepts connections without waiting for traffic (0 is off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -276,7 +278,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := pfCfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	awsOpts := session.AWSOptions{Region: o.region, RoleARN: o.roleARN}
+	awsOpts := session.AWSOptions{Region: o.region, RoleARN: o.roleARN, RoleSessionName: o.roleSessionName}
 	if err := awsOpts.Validate(); err != nil {
 		return usageError{err}
 	}

@@ -376,7 +376,11 @@ func (s *suite) installChart(ctx context.Context, t testing.TB) {
 	// Helm installs CRDs only when they are missing; an earlier run's CRD is brought up to date the way the
 	// chart's README tells users to on upgrades.
 	var crd apiextensionsv1.CustomResourceDefinition
-	if err := s.k.c.Get(ctx, client.ObjectKey{Name: "portforwards.ssmtunnel.io"}, &crd); err == nil {
+	err := s.k.c.Get(ctx, client.ObjectKey{Name: "portforwards.ssmtunnel.io"}, &crd)
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatalf("look for an earlier run's CRD: %v", err)
+	}
+	if err == nil {
 		if out, err := run(ctx, s.e.kubectl(), "--kubeconfig", s.e.kubeconfig, "apply", "--server-side", "--force-conflicts",
 			"-f", filepath.Join(s.e.root, "charts", "ssmtunnel", "crds")); err != nil {
 			t.Fatalf("update CRDs: %v\n%s", err, out)

@@ -46,6 +46,9 @@ func (o AWSOptions) Validate() error {
 	if o.RoleARN != "" && !roleARNRE.MatchString(o.RoleARN) {
 		return fmt.Errorf("%w, got %q", ErrBadRoleARN, o.RoleARN)
 	}
+	if o.RoleSessionName != "" && !roleSessionNameRE.MatchString(o.RoleSessionName) {
+		return fmt.Errorf("role session name %q must be 2-64 letters, digits and +=,.@_-", o.RoleSessionName)
+	}
 	return nil
 }
 

@@ -48,6 +48,8 @@ var (
 	awsDocRE   = regexp.MustCompile(AWSDocumentPattern)
 	awsPortRE  = regexp.MustCompile(AWSPortDocumentPattern)
 	roleARNRE  = regexp.MustCompile(RoleARNPattern)
+	// roleSessionNameRE is STS's rule for RoleSessionName.
+	roleSessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 )
 
 // Errors of Spec.Validate. Each says what a valid value looks like.
