@@ -75,6 +75,9 @@ type Options struct {
 	// StatusInterval is how often the tunnel pods' /readyz is read again while the PortForward has pods:
 	// why a pod is not ready, and whether the destination answers, change without any Kubernetes event.
 	StatusInterval time.Duration
+	// AdmissionPolicy makes the operator keep a ValidatingAdmissionPolicy from the PortForwardPolicies, so
+	// the API server refuses denied PortForwards at kubectl apply.
+	AdmissionPolicy bool
 	// PolicyDefault applies to namespaces no PortForwardPolicy selects: PolicyDefaultAllow (default) or
 	// PolicyDefaultDeny.
 	PolicyDefault PolicyDefault

@@ -67,7 +67,7 @@ func checkPolicies(pf *v1alpha1.PortForward, nsLabels map[string]string, policie
 	}
 	switch {
 	case len(reasons) > 0:
-		return policyVerdict{fmt.Sprintf("denied by every PortForwardPolicy that grants namespace %s — %s: change the PortForward, or ask a cluster administrator",
+		return policyVerdict{fmt.Sprintf("denied by every PortForwardPolicy that grants namespace %s — %s; change the PortForward, or ask a cluster administrator",
 			pf.Namespace, strings.Join(reasons, "; "))}
 	case def == PolicyDefaultDeny:
 		return policyVerdict{fmt.Sprintf("no PortForwardPolicy grants namespace %s, and the operator denies namespaces without one: ask a cluster administrator for a policy that selects it", pf.Namespace)}
@@ -94,7 +94,7 @@ func policyDenies(pf *v1alpha1.PortForward, s *v1alpha1.PortForwardPolicySpec, n
 		for _, rt := range s.SelectorTags {
 			want = append(want, requiredTagString(rt, nsLabels))
 		}
-		return fmt.Sprintf("a selector on tags %v (it allows selectors that include the tags %s)", t.Selector.Tags, list(want))
+		return fmt.Sprintf("target.selector (it allows selectors that include the tags %s)", list(want))
 	}
 	if h := pf.Spec.RemoteHost; h != "" && !hostAllowed(h, s.RemoteHosts) {
 		return fmt.Sprintf("remoteHost %s (it allows remote hosts %s)", h, list(s.RemoteHosts))

@@ -35,7 +35,18 @@ func policy(name string, ns map[string]string, mutate func(*v1alpha1.PortForward
 	return p
 }
 
-func TestCheckPolicies(t *testing.T) {
+// policyCase is one PortForward in a namespace with labels ns under policies and a default.
+type policyCase struct {
+	name     string
+	ns       map[string]string
+	policies []v1alpha1.PortForwardPolicy
+	def      PolicyDefault
+	mutate   func(*v1alpha1.PortForward)
+	denied   string // substring of the message; empty: allowed
+}
+
+// policyCases are shared by TestCheckPolicies and the envtest comparison of the admission policy.
+func policyCases() []policyCase {
 	teamA := map[string]string{"team": "a", "kubernetes.io/metadata.name": "apps"}
 	dbs := policy("team-a-dbs", map[string]string{"team": "a"}, func(s *v1alpha1.PortForwardPolicySpec) {
 		s.InstanceIDs = []string{"i-0123456789abcdef0"}
@@ -52,18 +63,13 @@ func TestCheckPolicies(t *testing.T) {
 	morePorts := policy("more-ports", map[string]string{"team": "a"}, func(s *v1alpha1.PortForwardPolicySpec) { s.RemotePorts = []string{"22"} })
 	all := []v1alpha1.PortForwardPolicy{dbs, tagged, anyInstance, morePorts}
 
-	for _, tc := range []struct {
-		name     string
-		ns       map[string]string
-		policies []v1alpha1.PortForwardPolicy
-		def      PolicyDefault
-		mutate   func(*v1alpha1.PortForward)
-		denied   string // substring of the message; empty: allowed
-	}{
+	return []policyCase{
 		{"no policy, default allow", teamA, nil, PolicyDefaultAllow, nil, ""},
 		{"no policy, default deny", teamA, nil, PolicyDefaultDeny, nil, "no PortForwardPolicy grants namespace apps"},
 		{"no policy selects the namespace", map[string]string{"team": "c"}, []v1alpha1.PortForwardPolicy{dbs}, PolicyDefaultDeny, nil, "no PortForwardPolicy grants"},
 		{"a policy for another namespace does not count under allow", map[string]string{"team": "c"}, []v1alpha1.PortForwardPolicy{dbs}, PolicyDefaultAllow, nil, ""},
+		{"under allow, a policy that selects the namespace still decides", teamA, []v1alpha1.PortForwardPolicy{dbs}, PolicyDefaultAllow,
+			func(pf *v1alpha1.PortForward) { pf.Spec.Ports[0].RemotePort = 3306 }, "team-a-dbs: remotePort 3306 (it allows remote ports 5432, 6379, 8000-8999)"},
 		{"allowed instance and port", teamA, all, PolicyDefaultDeny, nil, ""},
 		{"instance not listed", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.Target.InstanceID = "i-0fedcba9876543210" },
 			"denied by every PortForwardPolicy that grants namespace apps — team-a-dbs: instance i-0fedcba9876543210 (it allows instances i-0123456789abcdef0); by-team-tag: instance i-0fedcba9876543210 (it allows instances none); more-ports: instance"},
@@ -76,10 +82,10 @@ func TestCheckPolicies(t *testing.T) {
 		}, "it allows selectors that include the tags team=a (the namespace's label team), env=prod"},
 		{"selector missing a required tag", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) {
 			pf.Spec.Target = v1alpha1.Target{Selector: &v1alpha1.InstanceSelector{Tags: map[string]string{"team": "a"}}}
-		}, "a selector on tags"},
+		}, "target.selector (it allows"},
 		{"selector in a namespace without the label", map[string]string{"x": "y"}, []v1alpha1.PortForwardPolicy{tagged}, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) {
 			pf.Spec.Target = v1alpha1.Target{Selector: &v1alpha1.InstanceSelector{Tags: map[string]string{"team": "", "env": "prod"}}}
-		}, "a selector on tags"},
+		}, "target.selector (it allows"},
 		{"remote host in a CIDR", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.RemoteHost = "10.1.2.3" }, ""},
 		{"remote host outside the CIDRs", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.RemoteHost = "192.168.1.1" }, "remoteHost 192.168.1.1"},
 		{"IPv6 remote host in a CIDR", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.RemoteHost = "fd00:5::12" }, ""},
@@ -115,7 +121,11 @@ func TestCheckPolicies(t *testing.T) {
 			Spec: v1alpha1.PortForwardPolicySpec{NamespaceSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"gold", "silver"}}}}, InstanceIDs: []string{"*"}},
 		}}, PolicyDefaultDeny, nil, ""},
-	} {
+	}
+}
+
+func TestCheckPolicies(t *testing.T) {
+	for _, tc := range policyCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			pf := basePF()
 			if tc.mutate != nil {

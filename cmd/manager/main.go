@@ -76,6 +76,7 @@ func run() error {
 	flag.DurationVar(&opts.DrainTimeout, "drain-timeout", controllers.DefaultDrainTimeout, "How long terminating tunnel pods let open connections finish.")
 	flag.DurationVar(&opts.ResolveInterval, "resolve-interval", controllers.DefaultResolveInterval, "How often selector targets are looked up again in Systems Manager.")
 	flag.DurationVar(&opts.StatusInterval, "status-interval", controllers.DefaultStatusInterval, "How often the tunnel pods' /readyz is read again for the PortForward's status.")
+	flag.BoolVar(&opts.AdmissionPolicy, "admission-policy", true, "Keep a ValidatingAdmissionPolicy from the PortForwardPolicies, so kubectl apply refuses what they deny.")
 	flag.StringVar((*string)(&opts.PolicyDefault), "policy-default", string(controllers.PolicyDefaultAllow), "What applies to namespaces no PortForwardPolicy selects: allow, or deny (recommended when teams share the cluster).")
 	flag.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "The operator's namespace, which the tunnel pods' NetworkPolicies admit to their health port (env POD_NAMESPACE).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many PortForwards are reconciled at once.")
@@ -141,6 +142,11 @@ func run() error {
 		Namespaces:              namespaces,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the PortForward controller: %w", err)
+	}
+	if opts.AdmissionPolicy {
+		if err := (&controllers.AdmissionPolicyReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to set up the admission policy controller: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("failed to add the health check: %w", err)
