@@ -21,6 +21,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,56 +63,46 @@ func (s *suite) grantE2ENamespaces(ctx context.Context, t testing.TB) {
 	}
 }
 
-// policyFences: a namespace no policy grants gets PolicyDenied and no tunnel pods under the chart's
-// default deny; a policy that grants it lifts that without touching the PortForward; a metadata address
-// is refused by the API server whatever the policies say.
+// policyFences: in a namespace no policy grants, kubectl apply of a PortForward is refused with the
+// policy's message (the chart's default is deny); a policy that grants it lets it in; when the policy is
+// withdrawn, the running PortForward moves to PolicyDenied and its tunnel pods to zero, and back when it is
+// granted again; a metadata address is refused by the API server whatever the policies say.
 func (s *suite) policyFences(ctx context.Context, t testing.TB) {
 	ensureNamespace(ctx, t, s.k, nsTeamB, restricted)
-	pf := &v1alpha1.PortForward{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsTeamB},
-		Spec: v1alpha1.PortForwardSpec{
-			Target:   v1alpha1.Target{InstanceID: instanceID},
-			Ports:    []v1alpha1.PortSpec{{Name: "app", Port: 80, RemotePort: webPort}},
-			Replicas: ptr.To[int32](1),
-		},
-	}
-	if err := s.k.c.Create(ctx, pf); err != nil {
-		t.Fatalf("create PortForward in %s: %v", nsTeamB, err)
-	}
-	condition := func(want string) func(ctx context.Context) (bool, string, error) {
-		return func(ctx context.Context) (bool, string, error) {
-			var got v1alpha1.PortForward
-			if err := s.k.c.Get(ctx, client.ObjectKeyFromObject(pf), &got); err != nil {
-				return false, "", err
-			}
-			c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady)
-			if c == nil {
-				return false, "no Ready condition", nil
-			}
-			return (c.Reason == v1alpha1.ReasonPolicyDenied) == (want == v1alpha1.ReasonPolicyDenied), c.Reason + ": " + c.Message, nil
-		}
-	}
-	replicasOf := func(ctx context.Context) (int32, error) {
-		var d appsv1.Deployment
-		if err := s.k.c.Get(ctx, client.ObjectKeyFromObject(pf), &d); err != nil {
-			return -1, err
-		}
-		return ptr.Deref(d.Spec.Replicas, -1), nil
-	}
-	waitFor(ctx, t, time.Minute, "PortForward team-b/db: Ready False/PolicyDenied", condition(v1alpha1.ReasonPolicyDenied))
-	var got v1alpha1.PortForward
-	if err := s.k.c.Get(ctx, client.ObjectKeyFromObject(pf), &got); err != nil {
+	manifest := filepath.Join(t.TempDir(), "db.yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf(`apiVersion: ssmtunnel.io/v1alpha1
+kind: PortForward
+metadata:
+  name: db
+  namespace: %s
+spec:
+  target:
+    instanceID: %s
+  ports:
+    - name: app
+      port: 80
+      remotePort: %d
+  replicas: 1
+`, nsTeamB, instanceID, webPort)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("team-b: %s", got.Status.Message)
-	if !strings.Contains(got.Status.Message, "no PortForwardPolicy grants namespace "+nsTeamB) {
-		t.Errorf("PolicyDenied message %q does not say that no policy grants %s", got.Status.Message, nsTeamB)
+	apply := func() (string, error) {
+		return run(ctx, s.e.kubectl(), "--kubeconfig", s.e.kubeconfig, "apply", "-f", manifest)
 	}
-	if n, err := replicasOf(ctx); err != nil || n != 0 {
-		t.Errorf("a denied PortForward's Deployment has %d replicas (%v), want 0", n, err)
-	}
+	// The operator writes the admission policy at start; it is in force a moment later.
+	var out string
+	waitFor(ctx, t, time.Minute, "kubectl apply in team-b to be refused by the admission policy", func(ctx context.Context) (bool, string, error) {
+		var err error
+		out, err = apply()
+		if err == nil {
+			_ = s.k.c.Delete(ctx, &v1alpha1.PortForward{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsTeamB}})
+			return false, "accepted", nil
+		}
+		return strings.Contains(out, "PortForwardPolicy: no PortForwardPolicy grants namespace "+nsTeamB), out, nil
+	})
+	t.Logf("kubectl apply in %s without a policy:\n%s", nsTeamB, out)
+	fmt.Printf("kubectl apply in %s without a policy:\n%s\n", nsTeamB, out)
 
-	// A policy for team-b: the PortForward is allowed, and its Deployment gets its replica back.
 	grant := &v1alpha1.PortForwardPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "team-b"},
 		Spec: v1alpha1.PortForwardPolicySpec{
@@ -122,25 +114,81 @@ func (s *suite) policyFences(ctx context.Context, t testing.TB) {
 	if err := s.k.c.Create(ctx, grant); err != nil {
 		t.Fatalf("create policy team-b: %v", err)
 	}
-	defer s.k.c.Delete(context.Background(), grant)
-	waitFor(ctx, t, time.Minute, "PortForward team-b/db no longer PolicyDenied", condition("allowed"))
-	waitFor(ctx, t, time.Minute, "the Deployment of team-b/db back at 1 replica", func(ctx context.Context) (bool, string, error) {
+	defer s.k.c.Delete(context.Background(), &v1alpha1.PortForwardPolicy{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}})
+	waitFor(ctx, t, time.Minute, "kubectl apply in team-b to be accepted under policy team-b", func(ctx context.Context) (bool, string, error) {
+		out, err := apply()
+		return err == nil, out, nil
+	})
+	pf := &v1alpha1.PortForward{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: nsTeamB}}
+	reason := func(ctx context.Context) (string, string, error) {
+		var got v1alpha1.PortForward
+		if err := s.k.c.Get(ctx, client.ObjectKeyFromObject(pf), &got); err != nil {
+			return "", "", err
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady)
+		if c == nil {
+			return "", "no Ready condition", nil
+		}
+		return c.Reason, c.Reason + ": " + c.Message, nil
+	}
+	replicasOf := func(ctx context.Context) (int32, error) {
+		var d appsv1.Deployment
+		if err := s.k.c.Get(ctx, client.ObjectKeyFromObject(pf), &d); err != nil {
+			return -1, err
+		}
+		return ptr.Deref(d.Spec.Replicas, -1), nil
+	}
+	waitFor(ctx, t, time.Minute, "the Deployment of team-b/db at 1 replica", func(ctx context.Context) (bool, string, error) {
 		n, err := replicasOf(ctx)
 		return n == 1, fmt.Sprintf("replicas %d", n), err
 	})
 
+	// Withdrawn: the running PortForward is denied at reconcile and scaled to zero.
+	if err := s.k.c.Delete(ctx, grant); err != nil {
+		t.Fatalf("delete policy team-b: %v", err)
+	}
+	waitFor(ctx, t, time.Minute, "team-b/db: Ready False/PolicyDenied, Deployment at 0", func(ctx context.Context) (bool, string, error) {
+		r, state, err := reason(ctx)
+		if err != nil || r != v1alpha1.ReasonPolicyDenied {
+			return false, state, err
+		}
+		n, err := replicasOf(ctx)
+		return n == 0, fmt.Sprintf("%s; replicas %d", state, n), err
+	})
+	// Granted again: it recovers without being touched.
+	grant.ResourceVersion = ""
+	if err := s.k.c.Create(ctx, grant); err != nil {
+		t.Fatalf("recreate policy team-b: %v", err)
+	}
+	waitFor(ctx, t, time.Minute, "team-b/db out of PolicyDenied, Deployment back at 1", func(ctx context.Context) (bool, string, error) {
+		r, state, err := reason(ctx)
+		if err != nil || r == v1alpha1.ReasonPolicyDenied {
+			return false, state, err
+		}
+		n, err := replicasOf(ctx)
+		return n == 1, fmt.Sprintf("%s; replicas %d", state, n), err
+	})
+	out, err := run(ctx, s.e.kubectl(), "--kubeconfig", s.e.kubeconfig, "get", "portforwardpolicies", "-o", "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubectl get portforwardpolicies -o wide:\n%s", out)
+	fmt.Printf("kubectl get portforwardpolicies -o wide:\n%s\n", out)
+
 	// The metadata service, in any spelling, is refused at admission in every namespace.
 	for _, host := range []string{"169.254.169.254", "2852039166", "fd00:ec2::254"} {
-		bad := pf.DeepCopy()
-		bad.ObjectMeta = metav1.ObjectMeta{Name: "imds", Namespace: nsApps}
-		bad.Spec.RemoteHost = host
+		bad := &v1alpha1.PortForward{
+			ObjectMeta: metav1.ObjectMeta{Name: "imds", Namespace: nsApps},
+			Spec: v1alpha1.PortForwardSpec{Target: v1alpha1.Target{InstanceID: instanceID}, RemoteHost: host,
+				Ports: []v1alpha1.PortSpec{{Name: "app", Port: 80, RemotePort: 80}}},
+		}
 		err := s.k.c.Create(ctx, bad)
 		if err == nil {
 			t.Errorf("remoteHost %s was accepted", host)
 			_ = s.k.c.Delete(ctx, bad)
 			continue
 		}
-		t.Logf("kubectl apply remoteHost %s: %v", host, err)
+		t.Logf("remoteHost %s: %v", host, err)
 		if !strings.Contains(err.Error(), "remoteHost must not") {
 			t.Errorf("remoteHost %s refused with %q, want the rule's message", host, err)
 		}
