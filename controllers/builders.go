@@ -32,6 +32,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -463,11 +464,16 @@ func desiredPDB(pf *v1alpha1.PortForward) *policyv1ac.PodDisruptionBudgetApplyCo
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(pf))))
 }
 
-// wantNetworkPolicy reports whether pf restricts its clients.
-func wantNetworkPolicy(pf *v1alpha1.PortForward) bool { return len(pf.Spec.AllowedClients) > 0 }
+// wantNetworkPolicy reports whether pf's tunnel pods get a NetworkPolicy: when it restricts its clients,
+// when clients are restricted to the namespace by default, or when the metrics port is restricted.
+func wantNetworkPolicy(pf *v1alpha1.PortForward, opts Options) bool {
+	return len(pf.Spec.AllowedClients) > 0 || opts.DefaultClients == DefaultClientsNamespace || len(opts.MetricsFromNamespaces) > 0
+}
 
-// desiredNetworkPolicy admits only spec.allowedClients to the tunnel ports. The metrics port stays open to
-// every source so Prometheus keeps scraping; kubelet probes are not subject to NetworkPolicy.
+// desiredNetworkPolicy admits to the tunnel ports spec.allowedClients, or without them the pods of pf's
+// namespace (DefaultClientsNamespace) or everyone; to the metrics port the namespaces named by
+// MetricsFromNamespaces, or everyone; to the health port the operator. Kubelet probes are not subject to
+// NetworkPolicy.
 func desiredNetworkPolicy(pf *v1alpha1.PortForward, opts Options) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	peers := make([]*networkingv1ac.NetworkPolicyPeerApplyConfiguration, 0, len(pf.Spec.AllowedClients))
 	for _, c := range pf.Spec.AllowedClients {
@@ -480,11 +486,21 @@ func desiredNetworkPolicy(pf *v1alpha1.PortForward, opts Options) *networkingv1a
 		}
 		peers = append(peers, peer)
 	}
+	if len(peers) == 0 && opts.DefaultClients == DefaultClientsNamespace {
+		peers = append(peers, networkingv1ac.NetworkPolicyPeer().WithPodSelector(metav1ac.LabelSelector()))
+	}
 	tcp := corev1.ProtocolTCP
 	ports := make([]*networkingv1ac.NetworkPolicyPortApplyConfiguration, 0, len(pf.Spec.Ports))
 	for i := range pf.Spec.Ports {
 		ports = append(ports, networkingv1ac.NetworkPolicyPort().
 			WithProtocol(tcp).WithPort(intstr.FromInt32(containerPort(i))))
+	}
+	metrics := networkingv1ac.NetworkPolicyIngressRule().WithPorts(networkingv1ac.NetworkPolicyPort().
+		WithProtocol(tcp).WithPort(intstr.FromInt32(metricsPort)))
+	if len(opts.MetricsFromNamespaces) > 0 {
+		metrics.WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(metav1ac.LabelSelector().
+			WithMatchExpressions(metav1ac.LabelSelectorRequirement().WithKey(corev1.LabelMetadataName).
+				WithOperator(metav1.LabelSelectorOpIn).WithValues(opts.MetricsFromNamespaces...))))
 	}
 	return networkingv1ac.NetworkPolicy(pf.Name, pf.Namespace).
 		WithLabels(childLabels(pf, nil)).
@@ -494,8 +510,7 @@ func desiredNetworkPolicy(pf *v1alpha1.PortForward, opts Options) *networkingv1a
 			WithPolicyTypes("Ingress").
 			WithIngress(
 				networkingv1ac.NetworkPolicyIngressRule().WithFrom(peers...).WithPorts(ports...),
-				networkingv1ac.NetworkPolicyIngressRule().WithPorts(networkingv1ac.NetworkPolicyPort().
-					WithProtocol(tcp).WithPort(intstr.FromInt32(metricsPort))),
+				metrics,
 				operatorIngress(opts),
 			))
 }

@@ -449,7 +449,7 @@ func TestDesiredPDB(t *testing.T) {
 
 func TestDesiredNetworkPolicy(t *testing.T) {
 	pf := basePF()
-	if wantNetworkPolicy(pf) {
+	if wantNetworkPolicy(pf, testOpts) {
 		t.Fatal("wantNetworkPolicy without allowedClients = true")
 	}
 	pf.Spec.Ports = append(pf.Spec.Ports, v1alpha1.PortSpec{Name: "http", Port: 80, RemotePort: 8080})
@@ -458,7 +458,7 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 		{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}},
 			PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"web"}}}}},
 	}
-	if !wantNetworkPolicy(pf) {
+	if !wantNetworkPolicy(pf, testOpts) {
 		t.Fatal("wantNetworkPolicy with allowedClients = false")
 	}
 	tcp := corev1.ProtocolTCP
@@ -496,6 +496,31 @@ func TestDesiredNetworkPolicy(t *testing.T) {
 	got := desiredNetworkPolicy(pf, opts).Spec.Ingress[2]
 	if len(got.From) != 0 || *got.Ports[0].Port != intstr.FromInt32(8081) {
 		t.Errorf("health-port rule without an operator namespace: %+v, want port 8081 from anywhere", got)
+	}
+}
+
+// Without allowedClients, DefaultClientsNamespace admits only the PortForward's namespace, and
+// MetricsFromNamespaces narrows the metrics port.
+func TestDefaultNetworkPolicy(t *testing.T) {
+	pf := basePF()
+	opts := testOpts
+	opts.DefaultClients, opts.MetricsFromNamespaces = DefaultClientsNamespace, []string{"monitoring"}
+	if !wantNetworkPolicy(pf, opts) {
+		t.Fatal("wantNetworkPolicy under DefaultClientsNamespace = false")
+	}
+	np := desiredNetworkPolicy(pf, opts)
+	clients, metrics := np.Spec.Ingress[0], np.Spec.Ingress[1]
+	if len(clients.From) != 1 || clients.From[0].PodSelector == nil || len(clients.From[0].PodSelector.MatchLabels) != 0 ||
+		clients.From[0].NamespaceSelector != nil || *clients.Ports[0].Port != intstr.FromInt32(10000) {
+		t.Errorf("clients rule %+v, want port 10000 from every pod of the namespace only", clients)
+	}
+	if len(metrics.From) != 1 || metrics.From[0].NamespaceSelector == nil ||
+		metrics.From[0].NamespaceSelector.MatchExpressions[0].Values[0] != "monitoring" || *metrics.Ports[0].Port != intstr.FromInt32(8080) {
+		t.Errorf("metrics rule %+v, want port 8080 from namespace monitoring only", metrics)
+	}
+	opts.DefaultClients = DefaultClientsAll
+	if np := desiredNetworkPolicy(pf, opts); len(np.Spec.Ingress[0].From) != 0 {
+		t.Errorf("clients rule %+v under DefaultClientsAll, want every source (only metrics is narrowed)", np.Spec.Ingress[0])
 	}
 }
 

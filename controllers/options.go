@@ -47,6 +47,12 @@ const (
 	preStopDelay = 5 * time.Second
 )
 
+// Values of Options.DefaultClients.
+const (
+	DefaultClientsAll       = "all"
+	DefaultClientsNamespace = "namespace"
+)
+
 // ErrInvalidOptions is wrapped by Options.Validate so callers can tell configuration errors from others.
 var ErrInvalidOptions = errors.New("invalid operator options")
 
@@ -81,6 +87,11 @@ type Options struct {
 	// PolicyDefault applies to namespaces no PortForwardPolicy selects: PolicyDefaultAllow (default) or
 	// PolicyDefaultDeny.
 	PolicyDefault PolicyDefault
+	// DefaultClients says who may connect to PortForwards without allowedClients: DefaultClientsAll
+	// (default) or DefaultClientsNamespace (pods of the PortForward's namespace).
+	DefaultClients string
+	// MetricsFromNamespaces, when set, are the only namespaces that may scrape the tunnel pods' metrics.
+	MetricsFromNamespaces []string
 	// OperatorNamespace is the operator's namespace: the tunnel pods' NetworkPolicy admits it to /readyz.
 	OperatorNamespace string
 }
@@ -98,6 +109,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.ResolveInterval == 0 {
 		o.ResolveInterval = DefaultResolveInterval
+	}
+	if o.DefaultClients == "" {
+		o.DefaultClients = DefaultClientsAll
 	}
 	if o.PolicyDefault == "" {
 		o.PolicyDefault = PolicyDefaultAllow
@@ -117,6 +131,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: drain timeout %s is negative", ErrInvalidOptions, o.DrainTimeout)
 	case o.ResolveInterval < time.Second:
 		return fmt.Errorf("%w: resolve interval %s is below 1s", ErrInvalidOptions, o.ResolveInterval)
+	case o.DefaultClients != DefaultClientsAll && o.DefaultClients != DefaultClientsNamespace:
+		return fmt.Errorf("%w: default clients %q must be all or namespace", ErrInvalidOptions, o.DefaultClients)
 	case o.PolicyDefault != PolicyDefaultAllow && o.PolicyDefault != PolicyDefaultDeny:
 		return fmt.Errorf("%w: policy default %q must be allow or deny", ErrInvalidOptions, o.PolicyDefault)
 	case o.StatusInterval < time.Second:

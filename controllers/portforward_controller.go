@@ -258,9 +258,10 @@ func (r *PortForwardReconciler) ensurePDB(ctx context.Context, pf *v1alpha1.Port
 	return r.deleteIfOwned(ctx, pf, &policyv1.PodDisruptionBudget{})
 }
 
-// ensureNetworkPolicy applies the NetworkPolicy when allowedClients is set, and removes it otherwise.
+// ensureNetworkPolicy applies the NetworkPolicy when one is wanted (wantNetworkPolicy), and removes it
+// otherwise.
 func (r *PortForwardReconciler) ensureNetworkPolicy(ctx context.Context, pf *v1alpha1.PortForward) error {
-	if wantNetworkPolicy(pf) {
+	if wantNetworkPolicy(pf, r.Options) {
 		return r.apply(ctx, desiredNetworkPolicy(pf, r.Options), "NetworkPolicy", pf.Name)
 	}
 	return r.deleteIfOwned(ctx, pf, &networkingv1.NetworkPolicy{})

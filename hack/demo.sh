@@ -170,6 +170,8 @@ spec:
 EOF
 cat "$work/portforward.yaml"
 start=$(date +%s%N)
+# The operator turns the policy into an admission policy, which the API server loads a moment later.
+for _ in $(seq 1 60); do kubectl apply --dry-run=server -f "$work/portforward.yaml" >/dev/null 2>&1 && break; sleep 0.5; done
 kubectl apply -f "$work/portforward.yaml"
 kubectl wait -n "$ns_app" portforward/web --for=condition=Ready --timeout=180s
 ready=$(date +%s%N)

@@ -66,6 +66,7 @@ expect "$out" '^kind: CustomResourceDefinition$' "CRD rendered"
 expect "$out" '^  name: portforwards\.ssmtunnel\.io$' "PortForward CRD"
 expect "$out" '^  name: portforwardpolicies\.ssmtunnel\.io$' "PortForwardPolicy CRD"
 expect "$out" '- --policy-default=deny$' "namespaces without a policy are denied by default"
+expect "$out" '- --default-clients=namespace$' "PortForwards without allowedClients admit their namespace only"
 expect "$out" '^kind: Deployment$' "operator Deployment"
 expect "$out" '^kind: ServiceAccount$' "operator ServiceAccount"
 expect "$out" '^  name: ssmtunnel-manager$' "manager ClusterRole/Binding named after the release"
@@ -100,6 +101,8 @@ step "helm template: ci/full-values.yaml"
 out=$tmp/full.yaml
 "$HELM" template rel "$chart" --namespace platform -f "$chart/ci/full-values.yaml" "${monitoring_apis[@]}" >"$out" ||
   die "helm template with ci/full-values.yaml failed"
+expect "$out" '- --default-clients=all$' "defaultClients all"
+expect "$out" '- --metrics-from-namespaces=monitoring,observability$' "metrics port narrowed to the named namespaces"
 expect "$out" '^kind: PodMonitor$' "PodMonitor when enabled"
 expect "$out" '^kind: PrometheusRule$' "PrometheusRule when enabled"
 expect "$out" 'example\.com/dashboard: "ssmtunnel"$' "dashboard sidecar label key and value"
@@ -183,6 +186,7 @@ reject "/metrics/port" --set metrics.port=70000
 reject "/healthProbe/port" --set healthProbe.port=0
 reject "/logLevel" --set logLevel=verbose
 reject "/policy/default" --set policy.default=maybe
+reject "/tunnel/defaultClients" --set tunnel.defaultClients=some
 reject "/tunnelServiceAccount/name" --set tunnelServiceAccount.name=Bad_Name
 reject "/tunnelServiceAccount/annotations/eks.amazonaws.com~1role-arn" \
   --set 'tunnelServiceAccount.annotations.eks\.amazonaws\.com/role-arn=12'

@@ -56,7 +56,7 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr, probeAddr, watchNamespaces, saAnnotations string
+		metricsAddr, probeAddr, watchNamespaces, saAnnotations, metricsFrom string
 		leaderElect, secureMetrics, enableHTTP2                bool
 		concurrency                                            int
 		opts                                                   controllers.Options
@@ -76,6 +76,8 @@ func run() error {
 	flag.DurationVar(&opts.DrainTimeout, "drain-timeout", controllers.DefaultDrainTimeout, "How long terminating tunnel pods let open connections finish.")
 	flag.DurationVar(&opts.ResolveInterval, "resolve-interval", controllers.DefaultResolveInterval, "How often selector targets are looked up again in Systems Manager.")
 	flag.DurationVar(&opts.StatusInterval, "status-interval", controllers.DefaultStatusInterval, "How often the tunnel pods' /readyz is read again for the PortForward's status.")
+	flag.StringVar(&opts.DefaultClients, "default-clients", controllers.DefaultClientsAll, "Who may connect to PortForwards without spec.allowedClients: all, or namespace (only pods of the PortForward's namespace, through a NetworkPolicy).")
+	flag.StringVar(&metricsFrom, "metrics-from-namespaces", "", "Comma-separated namespaces that alone may scrape the tunnel pods' metrics port (empty: any).")
 	flag.BoolVar(&opts.AdmissionPolicy, "admission-policy", true, "Keep a ValidatingAdmissionPolicy from the PortForwardPolicies, so kubectl apply refuses what they deny.")
 	flag.StringVar((*string)(&opts.PolicyDefault), "policy-default", string(controllers.PolicyDefaultAllow), "What applies to namespaces no PortForwardPolicy selects: allow, or deny (recommended when teams share the cluster).")
 	flag.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "The operator's namespace, which the tunnel pods' NetworkPolicies admit to their health port (env POD_NAMESPACE).")
@@ -91,6 +93,11 @@ func run() error {
 		return fmt.Errorf("--tunnel-service-account-annotations: %w", err)
 	}
 	opts.ServiceAccountAnnotations = annotations
+	for ns := range strings.SplitSeq(metricsFrom, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			opts.MetricsFromNamespaces = append(opts.MetricsFromNamespaces, ns)
+		}
+	}
 	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
 		return err

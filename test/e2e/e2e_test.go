@@ -858,9 +858,14 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 		t.Fatalf("set allowedClients: %v", err)
 	}
 	var np networkingv1.NetworkPolicy
-	d := waitFor(ctx, t, time.Minute, "the NetworkPolicy", func(ctx context.Context) (bool, string, error) {
+	// The PortForward had a NetworkPolicy already (the chart's defaultClients: namespace); wait for the
+	// one that carries the new peers.
+	d := waitFor(ctx, t, time.Minute, "the NetworkPolicy of spec.allowedClients", func(ctx context.Context) (bool, string, error) {
 		err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &np)
-		return err == nil, "", client.IgnoreNotFound(err)
+		if err != nil {
+			return false, "", client.IgnoreNotFound(err)
+		}
+		return len(np.Spec.Ingress) > 0 && len(np.Spec.Ingress[0].From) == len(peers), fmt.Sprintf("ingress %+v", np.Spec.Ingress), nil
 	})
 	s.tm.add(t, "allowedClients -> NetworkPolicy", d)
 

@@ -61,6 +61,19 @@ func (s *suite) grantE2ENamespaces(ctx context.Context, t testing.TB) {
 	if err := s.k.c.Create(ctx, p); err != nil {
 		t.Fatalf("create PortForwardPolicy %s: %v", e2ePolicy, err)
 	}
+	// The operator rewrites the admission policy from it, and the API server loads that a moment later.
+	probe := &v1alpha1.PortForward{
+		ObjectMeta: metav1.ObjectMeta{Name: "policy-probe", Namespace: nsApps},
+		Spec: v1alpha1.PortForwardSpec{Target: v1alpha1.Target{InstanceID: instanceID},
+			Ports: []v1alpha1.PortSpec{{Name: "app", Port: 80, RemotePort: webPort}}},
+	}
+	waitFor(ctx, t, time.Minute, "the admission policy to allow namespace "+nsApps, func(ctx context.Context) (bool, string, error) {
+		err := s.k.c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	})
 }
 
 // policyFences: in a namespace no policy grants, kubectl apply of a PortForward is refused with the

@@ -764,7 +764,7 @@ func (c *Channel) handleFrame(frame []byte) {
 		if err := json.Unmarshal(m.Payload, &p); err != nil {
 			c.log.Debug("channel_closed payload is not valid JSON", "err", err)
 		}
-		c.terminate(&ChannelClosedError{SessionID: p.SessionID, Output: p.Output})
+		c.terminate(&ChannelClosedError{SessionID: printable(p.SessionID), Output: printable(p.Output)})
 	case message.StartPublication:
 		c.mu.Lock()
 		c.resume()

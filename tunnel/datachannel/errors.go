@@ -3,6 +3,8 @@ package datachannel
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 )
 
 // Sentinel errors. Callers test them with errors.Is.
@@ -46,3 +48,23 @@ type timeoutError struct{ op string }
 func (e *timeoutError) Error() string   { return "datachannel: " + e.op + " timed out" }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
+
+// maxServiceText bounds what of a service's message the tunnel keeps: it ends up in logs and /readyz.
+const maxServiceText = 1024
+
+// printable makes text from the service safe to print: control characters (escape sequences, newlines that
+// would forge log lines) become spaces, invalid UTF-8 the replacement character, and it is cut to
+// maxServiceText bytes.
+func printable(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxServiceText {
+		s = strings.ToValidUTF8(s[:maxServiceText], "")
+	}
+	return s
+}
