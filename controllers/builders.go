@@ -178,6 +178,10 @@ func tunnelArgs(pf *v1alpha1.PortForward, target string, opts Options) []string 
 	if n := maxConnections(pf); n > 0 {
 		args = append(args, "--max-connections", strconv.Itoa(int(n)))
 	}
+	if strings.HasPrefix(opts.AWSEndpointURL, "http://") {
+		// An endpoint over plain HTTP is an emulator: its data channels are ws:// too.
+		args = append(args, "--allow-insecure-stream")
+	}
 	if p := pf.Spec.DestinationProbe; p != nil {
 		args = append(args, "--probe-interval", (time.Duration(max(p.PeriodSeconds, minProbePeriod)) * time.Second).String())
 	}
@@ -540,10 +544,18 @@ func desiredServiceAccount(namespace string, opts Options) *corev1ac.ServiceAcco
 		}).
 		WithAutomountServiceAccountToken(false)
 	if len(opts.ServiceAccountAnnotations) > 0 {
-		sa.WithAnnotations(opts.ServiceAccountAnnotations)
+		ann := make(map[string]string, len(opts.ServiceAccountAnnotations))
+		for k, v := range opts.ServiceAccountAnnotations {
+			ann[k] = strings.ReplaceAll(v, NamespacePlaceholder, namespace)
+		}
+		sa.WithAnnotations(ann)
 	}
 	return sa
 }
+
+// NamespacePlaceholder in a default tunnel ServiceAccount annotation is replaced by the namespace, so each
+// namespace can get an IAM role of its own: eks.amazonaws.com/role-arn=arn:aws:iam::111122223333:role/tunnel-{namespace}.
+const NamespacePlaceholder = "{namespace}"
 
 // addresses are the in-cluster addresses of pf's ports, for status.
 func addresses(pf *v1alpha1.PortForward) []string {

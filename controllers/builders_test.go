@@ -241,6 +241,9 @@ func TestDesiredDeployment(t *testing.T) {
 				c.WithEnv(corev1ac.EnvVar().WithName("AWS_ENDPOINT_URL_SSM").WithValue("http://10.0.0.1:4566"))
 				c.EnvFrom[0].SecretRef.WithName("keys")
 				c.Args[len(c.Args)-1] = "45s"
+				// An emulator over plain HTTP: its data channels are ws:// too.
+				at := slices.Index(c.Args, "--reconnect")
+				c.Args = slices.Insert(c.Args, at, "--allow-insecure-stream")
 				p.WithTerminationGracePeriodSeconds(60).WithServiceAccountName("tunnels")
 			},
 		},
@@ -536,6 +539,11 @@ func TestDesiredServiceAccount(t *testing.T) {
 		WithAnnotations(map[string]string{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/t"})
 	if diff := cmp.Diff(want, desiredServiceAccount("apps", opts)); diff != "" {
 		t.Errorf("with annotations (-want +got):\n%s", diff)
+	}
+	// A role per namespace.
+	opts.ServiceAccountAnnotations = map[string]string{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tunnel-{namespace}"}
+	if got := desiredServiceAccount("team-a", opts).Annotations["eks.amazonaws.com/role-arn"]; got != "arn:aws:iam::123456789012:role/tunnel-team-a" {
+		t.Errorf("templated role annotation = %q, want the namespace's role", got)
 	}
 }
 

@@ -72,7 +72,7 @@ func run() error {
 	flag.StringVar(&opts.AWSEndpointURL, "aws-endpoint-url", "", "Systems Manager endpoint URL for the operator and the tunnel pods (a VPC endpoint or the emulator); empty uses the SDK default.")
 	flag.StringVar(&opts.CredentialsSecretName, "tunnel-credentials-secret", controllers.DefaultCredentialsSecretName, "Optional Secret in each PortForward's namespace loaded into the tunnel pods' environment (AWS_ACCESS_KEY_ID, ...), for clusters without IRSA or Pod Identity.")
 	flag.StringVar(&opts.DefaultServiceAccountName, "default-tunnel-service-account", controllers.DefaultTunnelServiceAccountName, "ServiceAccount the operator creates in a PortForward's namespace for tunnel pods when spec.serviceAccountName is empty.")
-	flag.StringVar(&saAnnotations, "tunnel-service-account-annotations", "", "Comma-separated key=value annotations of the default tunnel ServiceAccount, e.g. eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/tunnel.")
+	flag.StringVar(&saAnnotations, "tunnel-service-account-annotations", "", "Comma-separated key=value annotations of the default tunnel ServiceAccount, e.g. eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/tunnel; {namespace} in a value becomes the namespace (a role per team).")
 	flag.DurationVar(&opts.DrainTimeout, "drain-timeout", controllers.DefaultDrainTimeout, "How long terminating tunnel pods let open connections finish.")
 	flag.DurationVar(&opts.ResolveInterval, "resolve-interval", controllers.DefaultResolveInterval, "How often selector targets are looked up again in Systems Manager.")
 	flag.DurationVar(&opts.StatusInterval, "status-interval", controllers.DefaultStatusInterval, "How often the tunnel pods' /readyz is read again for the PortForward's status.")

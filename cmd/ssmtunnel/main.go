@@ -116,6 +116,7 @@ type forwardOptions struct {
 	partitionTimeout                                       time.Duration
 	probeInterval                                          time.Duration
 	dryRun                                                 bool
+	allowInsecureStream                                    bool
 	roleSessionName                                        string
 }
 
@@ -142,6 +143,7 @@ func forwardFlags(o *forwardOptions) *pflag.FlagSet {
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", portforward.DefaultStallTimeout, "replace a session whose sent data gets no acknowledgement (or whose publication stays paused) for this long")
 	fs.DurationVar(&o.partitionTimeout, "partition-timeout", portforward.DefaultPartitionTimeout, "replace a session that has been reconnecting this long, resetting its connections so clients reconnect")
 	fs.StringVar(&o.roleSessionName, "role-session-name", "", "name of the --role-arn session, as CloudTrail and IAM conditions see it (default ssmtunnel)")
+	fs.BoolVar(&o.allowInsecureStream, "allow-insecure-stream", false, "accept an unencrypted ws:// data channel to a host other than loopback (an emulator on another host; the service always uses wss://)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check the arguments, print what would be forwarded, and exit without calling AWS")
 	fs.DurationVar(&o.probeInterval, "probe-interval", 0, "open a probe connection through each ready port this often, so /readyz knows whether the destination accepts connections without waiting for traffic (0 is off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -305,8 +307,9 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		API: session.NewAPI(awsCfg), Credentials: awsCfg.Credentials, Region: awsCfg.Region,
 		// A 100 ms burst keeps the configured rate under scheduler latency (a 10 ms bucket loses most of its
 		// refill when a busy node wakes the sender late); it is still the service's pace on average.
-		Channel: datachannel.Config{MaxPayloadSize: o.maxPayloadSize, Rate: rate, Burst: datachannel.BurstFor(rate, o.maxPayloadSize)},
-		Logger:  log,
+		Channel:             datachannel.Config{MaxPayloadSize: o.maxPayloadSize, Rate: rate, Burst: datachannel.BurstFor(rate, o.maxPayloadSize)},
+		Logger:              log,
+		AllowInsecureStream: o.allowInsecureStream,
 	})
 	if err != nil {
 		return err

@@ -946,7 +946,8 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 		t.Errorf("NetworkPolicy is not controlled by the PortForward")
 	}
 
-	// Removing allowedClients removes the policy.
+	// Removing allowedClients falls back to the chart's default (tunnel.defaultClients: namespace): the
+	// forwarded ports admit every pod of the PortForward's namespace, and only those.
 	if err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &pf); err != nil {
 		t.Fatal(err)
 	}
@@ -955,9 +956,15 @@ func (s *suite) allowedClients(ctx context.Context, t testing.TB) {
 	if err := s.k.c.Patch(ctx, &pf, patch); err != nil {
 		t.Fatalf("clear allowedClients: %v", err)
 	}
-	waitFor(ctx, t, time.Minute, "the NetworkPolicy to be removed", func(ctx context.Context) (bool, string, error) {
-		err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &networkingv1.NetworkPolicy{})
-		return apierrors.IsNotFound(err), "still there", client.IgnoreNotFound(err)
+	waitFor(ctx, t, time.Minute, "the NetworkPolicy to admit the namespace's pods", func(ctx context.Context) (bool, string, error) {
+		var got networkingv1.NetworkPolicy
+		if err := s.k.c.Get(ctx, client.ObjectKey{Namespace: nsApps, Name: pfName}, &got); err != nil {
+			return false, "", err
+		}
+		r := got.Spec.Ingress[0]
+		sameNamespace := len(r.From) == 1 && r.From[0].NamespaceSelector == nil && r.From[0].PodSelector != nil &&
+			len(r.From[0].PodSelector.MatchLabels) == 0 && len(r.From[0].PodSelector.MatchExpressions) == 0
+		return sameNamespace, fmt.Sprintf("clients rule %+v", r), nil
 	})
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +77,9 @@ type ClientConfig struct {
 	APITimeout time.Duration
 	// Logger for session events. Tokens are never logged. Default: discard.
 	Logger *slog.Logger
+	// AllowInsecureStream accepts ws:// stream URLs to hosts other than loopback: only for an emulator
+	// reached over a network. The service always returns wss://.
+	AllowInsecureStream bool
 }
 
 // Validate reports what is missing.
@@ -176,6 +181,10 @@ func (c *Client) Start(ctx context.Context, spec Spec, onState func(State)) (*Se
 		c: c, spec: spec, id: id, streamURL: url, onState: onState,
 		log: c.log.With("session", id, "target", spec.Target),
 		die: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := c.checkStreamURL(url); err != nil {
+		s.terminateAPI(context.Background())
+		return nil, err
 	}
 	if err := s.open(ctx, token); err != nil {
 		// Not ctx: the caller may have given up (its context ended), and the session must still be ended.
@@ -369,6 +378,9 @@ func (s *Session) resume(attempt *int) error {
 		url := aws.ToString(out.StreamUrl)
 		if url == "" {
 			url = s.streamURL
+		} else if err := s.c.checkStreamURL(url); err != nil {
+			cancel()
+			return err
 		} else {
 			s.streamURL = url
 		}
@@ -420,4 +432,29 @@ func (s *Session) terminateAPI(ctx context.Context) error {
 		return fmt.Errorf("TerminateSession %s: %w", s.id, err)
 	}
 	return nil
+}
+
+// ErrInsecureStream is returned for a ws:// stream URL that is not allowed.
+var ErrInsecureStream = errors.New("the service returned an unencrypted (ws://) stream URL")
+
+// checkStreamURL refuses a stream URL that would carry the session's data and token in the clear: wss://
+// always passes, ws:// only to loopback (a local emulator) or with AllowInsecureStream.
+func (c *Client) checkStreamURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("the service returned a stream URL that does not parse: %w", err)
+	}
+	switch u.Scheme {
+	case "wss":
+		return nil
+	case "ws":
+		if c.cfg.AllowInsecureStream {
+			return nil
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil && ip.IsLoopback() || u.Hostname() == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%w to %s: refusing to send the session over it; for an emulator on another host pass --allow-insecure-stream", ErrInsecureStream, u.Host)
+	}
+	return fmt.Errorf("the service returned a stream URL with scheme %q, want wss", u.Scheme)
 }

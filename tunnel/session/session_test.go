@@ -188,3 +188,26 @@ func TestOnlyPortForwardingAWSDocuments(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckStreamURL(t *testing.T) {
+	strict, lax := &Client{}, &Client{cfg: ClientConfig{AllowInsecureStream: true}}
+	for _, tc := range []struct {
+		url         string
+		strict, lax bool
+	}{
+		{"wss://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s-1?role=publish_subscribe", true, true},
+		{"ws://127.0.0.1:4566/v1/data-channel/s-1", true, true},
+		{"ws://[::1]:4566/v1/data-channel/s-1", true, true},
+		{"ws://localhost:4566/v1/data-channel/s-1", true, true},
+		{"ws://ssm-emulator.ns.svc:4566/v1/data-channel/s-1", false, true},
+		{"ws://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s-1", false, true},
+		{"http://ssmmessages.eu-west-1.amazonaws.com/", false, false},
+	} {
+		if err := strict.checkStreamURL(tc.url); (err == nil) != tc.strict {
+			t.Errorf("checkStreamURL(%s) = %v, want allowed %t", tc.url, err, tc.strict)
+		}
+		if err := lax.checkStreamURL(tc.url); (err == nil) != tc.lax {
+			t.Errorf("with AllowInsecureStream, checkStreamURL(%s) = %v, want allowed %t", tc.url, err, tc.lax)
+		}
+	}
+}
