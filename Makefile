@@ -2,7 +2,11 @@
 # `make help` lists the targets.
 
 # Version stamped into binaries and the image tag.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Evaluated once: a file edited while a long target runs must not change the image tag between the image
+# build and the tests that look for it.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 # Image built locally as an OCI tarball and imported into containerd; never pulled.
 IMG ?= localhost/ssmtunnel:$(VERSION)
 # Kubernetes release matching the k8s.io modules in go.mod (v0.37.2 -> v1.37.2).
