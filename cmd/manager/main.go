@@ -57,9 +57,9 @@ func main() {
 func run() error {
 	var (
 		metricsAddr, probeAddr, watchNamespaces, saAnnotations, metricsFrom string
-		leaderElect, secureMetrics, enableHTTP2                bool
-		concurrency                                            int
-		opts                                                   controllers.Options
+		leaderElect, secureMetrics, enableHTTP2                             bool
+		concurrency                                                         int
+		opts                                                                controllers.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (HTTPS, authenticated and authorized through the API server); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP.")
