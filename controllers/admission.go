@@ -166,19 +166,24 @@ func policyParts(s *v1alpha1.PortForwardPolicySpec, defaultSA string) [][2]strin
 		}
 	}
 	sas := append([]string{defaultSA}, s.ServiceAccountNames...)
+	// refusal is the message "<part> <value> (it allows <what>)", every literal quoted: policy values reach
+	// CEL only as string literals.
+	refusal := func(part, value, allows string) string {
+		return fmt.Sprintf("%s + %s + %s", celString(part+" "), value, celString(" (it allows "+allows+")"))
+	}
 	return [][2]string{
 		{fmt.Sprintf("!has(%[1]s.target.instanceID) || %[2]s || %[1]s.target.instanceID in %[3]s", spec, anyInstance, celList(s.InstanceIDs)),
-			fmt.Sprintf(`"instance " + %s.target.instanceID + " (it allows instances %s)"`, spec, list(s.InstanceIDs))},
+			refusal("instance", spec+".target.instanceID", "instances "+list(s.InstanceIDs))},
 		{fmt.Sprintf("!has(%s.target.selector) || %s || (%s)", spec, anyInstance, tags),
-			fmt.Sprintf(`"target.selector (it allows selectors that include the tags " + %s + ")"`, tagWant)},
-		{host, fmt.Sprintf(`"remoteHost " + %s.remoteHost + " (it allows remote hosts %s)"`, spec, list(s.RemoteHosts))},
-		{ports, fmt.Sprintf(`"remotePort " + %s + " (it allows remote ports %s)"`, portWhy, list(s.RemotePorts))},
+			fmt.Sprintf("%s + %s + %s", celString("target.selector (it allows selectors that include the tags "), tagWant, celString(")"))},
+		{host, refusal("remoteHost", spec+".remoteHost", "remote hosts "+list(s.RemoteHosts))},
+		{ports, refusal("remotePort", portWhy, "remote ports "+list(s.RemotePorts))},
 		{fmt.Sprintf("!has(%[1]s.documentName) || %[1]s.documentName in %[2]s", spec, celList(docs)),
-			fmt.Sprintf(`"documentName " + %s.documentName + " (it allows the AWS port-forwarding documents and %s)"`, spec, list(s.Documents))},
+			refusal("documentName", spec+".documentName", "the AWS port-forwarding documents and "+list(s.Documents))},
 		{fmt.Sprintf("!has(%[1]s.roleARN) || %[1]s.roleARN in %[2]s || %[3]s.exists(x, %[1]s.roleARN.startsWith(x))", spec, celList(exact), celList(prefixes)),
-			fmt.Sprintf(`"roleARN " + %s.roleARN + " (it allows roles %s)"`, spec, list(s.RoleARNs))},
+			refusal("roleARN", spec+".roleARN", "roles "+list(s.RoleARNs))},
 		{fmt.Sprintf("!has(%[1]s.serviceAccountName) || %[1]s.serviceAccountName in %[2]s", spec, celList(sas)),
-			fmt.Sprintf(`"serviceAccountName " + %s.serviceAccountName + " (it allows the default tunnel ServiceAccount and %s)"`, spec, list(s.ServiceAccountNames))},
+			refusal("serviceAccountName", spec+".serviceAccountName", "the default tunnel ServiceAccount and "+list(s.ServiceAccountNames))},
 	}
 }
 

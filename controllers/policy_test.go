@@ -107,6 +107,9 @@ func policyCases() []policyCase {
 		}, "remotePort 3306"},
 		{"an AWS port-forwarding document is always allowed", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.DocumentName = "AWS-StartPortForwardingSession" }, ""},
 		{"a listed custom document", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.DocumentName = "Team-A-Forward" }, ""},
+		{"policy values reach the message verbatim, quotes and backslashes too", teamA, []v1alpha1.PortForwardPolicy{policy("odd", map[string]string{"team": "a"}, func(s *v1alpha1.PortForwardPolicySpec) {
+			s.InstanceIDs, s.Documents = []string{"*"}, []string{`Doc "A" \ ' + x`}
+		})}, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) { pf.Spec.DocumentName = "Other-Doc" }, `documentName Other-Doc (it allows the AWS port-forwarding documents and Doc "A" \ ' + x)`},
 		{"another account's document", teamA, all, PolicyDefaultDeny, func(pf *v1alpha1.PortForward) {
 			pf.Spec.DocumentName = "arn:aws:ssm:eu-west-1:999999999999:document/Forward"
 		}, "documentName arn:aws:ssm:eu-west-1:999999999999:document/Forward"},

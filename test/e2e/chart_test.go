@@ -127,6 +127,55 @@ func TestChartRBACMatchesGenerated(t *testing.T) {
 	}
 }
 
+// With watchNamespaces, the operator's namespaced permissions are Roles in those namespaces only: its
+// ClusterRole keeps the cluster-scoped objects, and the union is still config/rbac/role.yaml.
+func TestChartNamespacedRBAC(t *testing.T) {
+	generated := readObjects(t, filepath.Join(repoRoot(t), "config", "rbac", "role.yaml"))
+	var want []rbacv1.PolicyRule
+	for _, o := range generated {
+		if o.Kind == "ClusterRole" {
+			var cr rbacv1.ClusterRole
+			o.into(t, &cr)
+			want = append(want, cr.Rules...)
+		}
+	}
+	objs := render(t, "--set", "watchNamespaces={team-a,team-b}")
+	var cr rbacv1.ClusterRole
+	find(t, objs, "ClusterRole", "ssmtunnel-manager").into(t, &cr)
+	union := append([]rbacv1.PolicyRule(nil), cr.Rules...)
+	for _, p := range permissions(cr.Rules) {
+		switch strings.SplitN(p, "|", 3)[1] {
+		case "namespaces", "portforwardpolicies", "validatingadmissionpolicies", "validatingadmissionpolicybindings":
+		default:
+			t.Errorf("with watchNamespaces the ClusterRole still grants %q everywhere", p)
+		}
+	}
+	roles := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind != "Role" {
+			continue
+		}
+		var r rbacv1.Role
+		o.into(t, &r)
+		if r.Name != "ssmtunnel-manager" {
+			continue
+		}
+		roles[r.Namespace] = true
+		if diff := cmp.Diff(permissions(want), permissions(append(append([]rbacv1.PolicyRule(nil), cr.Rules...), r.Rules...))); diff != "" {
+			t.Errorf("in %s, ClusterRole + Role differ from config/rbac/role.yaml (-role.yaml +chart):\n%s", r.Namespace, diff)
+		}
+		union = append(union, r.Rules...)
+	}
+	if !roles["team-a"] || !roles["team-b"] || len(roles) != 2 {
+		t.Errorf("manager Roles in %v, want team-a and team-b", roles)
+	}
+	for _, p := range permissions(union) {
+		if strings.HasPrefix(p, "|secrets|") {
+			t.Errorf("the operator must not be able to touch Secrets, but the chart grants %q", p)
+		}
+	}
+}
+
 func TestChartLeaderElectionRoleMatchesConfig(t *testing.T) {
 	path := filepath.Join(repoRoot(t), "config", "rbac", "leader_election_role.yaml")
 	if _, err := os.Stat(path); err != nil {
