@@ -99,16 +99,23 @@ func permissions(rules []rbacv1.PolicyRule) []string {
 	return out
 }
 
-func TestChartRBACMatchesGenerated(t *testing.T) {
-	generated := readObjects(t, filepath.Join(repoRoot(t), "config", "rbac", "role.yaml"))
-	var want []rbacv1.PolicyRule
-	for _, o := range generated {
+// generatedManagerRules are the rules of config/rbac/role.yaml, which controller-gen writes from the
+// +kubebuilder:rbac markers.
+func generatedManagerRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	var rules []rbacv1.PolicyRule
+	for _, o := range readObjects(t, filepath.Join(repoRoot(t), "config", "rbac", "role.yaml")) {
 		if o.Kind == "ClusterRole" {
 			var cr rbacv1.ClusterRole
 			o.into(t, &cr)
-			want = append(want, cr.Rules...)
+			rules = append(rules, cr.Rules...)
 		}
 	}
+	return rules
+}
+
+func TestChartRBACMatchesGenerated(t *testing.T) {
+	want := generatedManagerRules(t)
 	if len(want) == 0 {
 		t.Fatal("config/rbac/role.yaml has no ClusterRole rules: run 'make manifests'")
 	}
@@ -130,15 +137,7 @@ func TestChartRBACMatchesGenerated(t *testing.T) {
 // With watchNamespaces, the operator's namespaced permissions are Roles in those namespaces only: its
 // ClusterRole keeps the cluster-scoped objects, and the union is still config/rbac/role.yaml.
 func TestChartNamespacedRBAC(t *testing.T) {
-	generated := readObjects(t, filepath.Join(repoRoot(t), "config", "rbac", "role.yaml"))
-	var want []rbacv1.PolicyRule
-	for _, o := range generated {
-		if o.Kind == "ClusterRole" {
-			var cr rbacv1.ClusterRole
-			o.into(t, &cr)
-			want = append(want, cr.Rules...)
-		}
-	}
+	want := generatedManagerRules(t)
 	objs := render(t, "--set", "watchNamespaces={team-a,team-b}")
 	var cr rbacv1.ClusterRole
 	find(t, objs, "ClusterRole", "ssmtunnel-manager").into(t, &cr)
