@@ -64,11 +64,7 @@ func (e *Emulator) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 	c := newClientConn(ws)
 	if !s.attach(c, in) {
 		// attach queued channel_closed; drain the client until the writer closes the websocket.
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				break
-			}
-		}
+		drain(ws)
 		c.kill()
 		return
 	}

@@ -350,6 +350,18 @@ func (s *session) readClient(c *clientConn) {
 			continue // StopAcking: the agent neither processes nor acknowledges it
 		}
 		if err := s.relayEnd.WriteFrame(data); err != nil {
+			// The relay closes only after the session ended, and end queued channel_closed on c: returning
+			// now would let detach kill c before its writer sent it. Drain until the writer closes c.
+			drain(c.ws)
+			return
+		}
+	}
+}
+
+// drain reads and discards a websocket's messages until it fails.
+func drain(ws *websocket.Conn) {
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
 			return
 		}
 	}
