@@ -117,6 +117,10 @@ build: ## Build manager, ssmtunnel and ssm-emulator into bin/.
 image: ## Build the OCI image tarball bin/image.tar (tag $(IMG)).
 	hack/build-image.sh "$(IMG)" "$(LDFLAGS)"
 
+.PHONY: release
+release: ## Build ssmtunnel and ssm-emulator for linux and darwin, amd64 and arm64, and SHA256SUMS, into bin/release/$(VERSION)/.
+	GO=$(GO) hack/release.sh "$(VERSION)"
+
 ##@ Local cluster
 
 .PHONY: deps

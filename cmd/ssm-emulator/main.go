@@ -87,9 +87,15 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.demoWeb, "demo-web", "", "also serve the built-in deterministic demo web app on `ADDR` (/, /assets/..., /bytes/N)")
 	fs.Var(&serve, "serve-http", "also serve static files: `ADDR=DIR` (repeatable)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolFunc("version", "print the version and exit", func(string) error { return errVersion })
+	// A plain flag, not a BoolFunc returning errVersion: the flag package wraps a BoolFunc's error with %v,
+	// which errors.Is cannot see through.
+	var version bool
+	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if version {
+		return o, errVersion
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q: every setting is a flag (see --help)", fs.Arg(0))
@@ -224,7 +230,7 @@ func readInstancesFile(path string) ([]emulator.Instance, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o, err := parse(args, stderr)
 	if errors.Is(err, errVersion) {
-		fmt.Fprintln(stdout, "ssm-emulator", tunnel.Version)
+		fmt.Fprintln(stdout, tunnel.BuildInfo().Line("ssm-emulator"))
 		return 0
 	}
 	if errors.Is(err, flag.ErrHelp) {

@@ -14,8 +14,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssmtunnel/ssmtunnel/tunnel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
+
+func TestVersion(t *testing.T) {
+	// As hack/release.sh stamps them, and as it checks the line.
+	defer func(v, c, d string) { tunnel.Version, tunnel.Commit, tunnel.Date = v, c, d }(tunnel.Version, tunnel.Commit, tunnel.Date)
+	tunnel.Version, tunnel.Commit, tunnel.Date = "v0.2.0", "0123456789ab", "2026-05-01T10:00:00Z"
+	var out bytes.Buffer
+	const want = "ssm-emulator v0.2.0 (commit 0123456789ab, 2026-05-01T10:00:00Z)\n"
+	if code := run(context.Background(), []string{"--version"}, &out, io.Discard); code != 0 || out.String() != want {
+		t.Errorf("--version: exit %d, output %q, want %q", code, out.String(), want)
+	}
+}
 
 func TestParseErrors(t *testing.T) {
 	dir := t.TempDir()

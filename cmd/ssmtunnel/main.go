@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "ssmtunnel %s (data channel client %s)\n", tunnel.Version, datachannel.ClientVersion)
+		fmt.Fprintln(stdout, tunnel.BuildInfo().Line("ssmtunnel", "data channel client "+datachannel.ClientVersion))
 		return exitOK
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/internal/testutil/emutest"
+	"github.com/ssmtunnel/ssmtunnel/tunnel"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
 
@@ -109,6 +111,17 @@ func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, &out, io.Discard); code != exitOK || !strings.HasPrefix(out.String(), "ssmtunnel ") {
 		t.Errorf("version: exit %d, output %q", code, out.String())
+	}
+
+	// As hack/release.sh stamps them, and as it checks the line.
+	defer func(v, c, d string) { tunnel.Version, tunnel.Commit, tunnel.Date = v, c, d }(tunnel.Version, tunnel.Commit, tunnel.Date)
+	tunnel.Version, tunnel.Commit, tunnel.Date = "v0.2.0", "0123456789ab", "2026-05-01T10:00:00Z"
+	want := "ssmtunnel v0.2.0 (commit 0123456789ab, 2026-05-01T10:00:00Z, data channel client " + datachannel.ClientVersion + ")\n"
+	for _, arg := range []string{"version", "--version", "-v"} {
+		out.Reset()
+		if code := run(context.Background(), []string{arg}, &out, io.Discard); code != exitOK || out.String() != want {
+			t.Errorf("%s: exit %d, output %q, want %q", arg, code, out.String(), want)
+		}
 	}
 }
 
