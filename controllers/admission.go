@@ -35,8 +35,12 @@ import (
 // every parameter to pass. The CEL below mirrors checkPolicies part for part; the envtest suite compares
 // the two on every case.
 
-// AdmissionPolicyName names the ValidatingAdmissionPolicy and its binding.
-const AdmissionPolicyName = "portforwardpolicies.ssmtunnel.io"
+// AdmissionPolicyName names the ValidatingAdmissionPolicy of PortForwards and its binding;
+// DeploymentAdmissionPolicyName the one of the operator's Deployments.
+const (
+	AdmissionPolicyName           = "portforwardpolicies.ssmtunnel.io"
+	DeploymentAdmissionPolicyName = "tunnel-deployments.ssmtunnel.io"
+)
 
 // celString quotes s as a CEL string literal (Go's quoting is valid CEL).
 func celString(s string) string { return strconv.Quote(s) }
@@ -245,11 +249,54 @@ func desiredAdmissionPolicy(policies []v1alpha1.PortForwardPolicy, def PolicyDef
 				WithReason(metav1.StatusReasonForbidden)))
 }
 
-// desiredAdmissionPolicyBinding binds the policy to every namespace, denying what it refuses.
-func desiredAdmissionPolicyBinding() *admissionv1ac.ValidatingAdmissionPolicyBindingApplyConfiguration {
-	return admissionv1ac.ValidatingAdmissionPolicyBinding(AdmissionPolicyName).
+// desiredDeploymentAdmissionPolicy is the ValidatingAdmissionPolicy that lets the operator's own identity
+// (operatorUser, e.g. system:serviceaccount:ssmtunnel-system:ssmtunnel) write only Deployments whose pods
+// run as a ServiceAccount that a PortForwardPolicy allows in their namespace, the way the PortForward
+// check allows spec.serviceAccountName: the default tunnel ServiceAccount or one the policy names, under
+// a policy that selects the namespace; in a namespace no policy selects, only under the allow default.
+// With the chart's operator guard (image, command, non-root), it bounds what the operator's credentials
+// can start even if they leak: the operator may patch only the admission policies it owns.
+func desiredDeploymentAdmissionPolicy(policies []v1alpha1.PortForwardPolicy, def PolicyDefault, defaultSA, operatorUser string) *admissionv1ac.ValidatingAdmissionPolicyApplyConfiguration {
+	const sa = "variables.sa"
+	var allows, selects []string
+	for i := range policies {
+		p := &policies[i].Spec
+		sel := "(" + selectorCEL(p.NamespaceSelector) + ")"
+		selects = append(selects, sel)
+		allows = append(allows, fmt.Sprintf("(%s && %s in %s)", sel, sa, celList(append([]string{defaultSA}, p.ServiceAccountNames...))))
+	}
+	expr := strconv.FormatBool(def != PolicyDefaultDeny)
+	if len(selects) > 0 {
+		expr = fmt.Sprintf("%s || (!(%s) && %s)", strings.Join(allows, " || "), strings.Join(selects, " || "), expr)
+	}
+	// A Deployment scaled to zero runs nothing, and scaling to zero is how the reconcile stops a PortForward
+	// that a tightened policy now denies: it must always go through.
+	expr = "(has(object.spec.replicas) && object.spec.replicas == 0) || " + expr
+	fail := admissionregistrationv1.Fail
+	return admissionv1ac.ValidatingAdmissionPolicy(DeploymentAdmissionPolicyName).
+		WithLabels(map[string]string{LabelName: LabelNameValue, LabelManagedBy: ManagedByValue}).
+		WithSpec(admissionv1ac.ValidatingAdmissionPolicySpec().
+			WithFailurePolicy(fail).
+			WithMatchConstraints(admissionv1ac.MatchResources().WithResourceRules(
+				admissionv1ac.NamedRuleWithOperations().
+					WithOperations(admissionregistrationv1.Create, admissionregistrationv1.Update).
+					WithAPIGroups("apps").WithAPIVersions("v1").WithResources("deployments"))).
+			WithMatchConditions(admissionv1ac.MatchCondition().WithName("by-the-operator").
+				WithExpression("request.userInfo.username == "+celString(operatorUser))).
+			WithVariables(admissionv1ac.Variable().WithName("sa").WithExpression(
+				`has(object.spec.template.spec.serviceAccountName) && object.spec.template.spec.serviceAccountName != "" ? object.spec.template.spec.serviceAccountName : "default"`)).
+			WithValidations(admissionv1ac.Validation().
+				WithExpression(expr).
+				WithMessageExpression(`"PortForwardPolicy: the operator may not run tunnel pods as ServiceAccount " + ` + sa +
+					` + " in namespace " + object.metadata.namespace + ": no PortForwardPolicy that grants the namespace allows it"`).
+				WithReason(metav1.StatusReasonForbidden)))
+}
+
+// desiredAdmissionPolicyBinding binds the admission policy name to every namespace, denying what it refuses.
+func desiredAdmissionPolicyBinding(name string) *admissionv1ac.ValidatingAdmissionPolicyBindingApplyConfiguration {
+	return admissionv1ac.ValidatingAdmissionPolicyBinding(name).
 		WithLabels(map[string]string{LabelName: LabelNameValue, LabelManagedBy: ManagedByValue}).
 		WithSpec(admissionv1ac.ValidatingAdmissionPolicyBindingSpec().
-			WithPolicyName(AdmissionPolicyName).
+			WithPolicyName(name).
 			WithValidationActions(admissionregistrationv1.Deny))
 }

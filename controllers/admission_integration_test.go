@@ -32,17 +32,23 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ssmtunnel/ssmtunnel/api/v1alpha1"
 )
 
-var envClient client.Client
+var (
+	envClient client.Client
+	envConfig *rest.Config
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -55,6 +61,7 @@ func TestMain(m *testing.M) {
 		ControlPlaneStartTimeout: 3 * time.Minute,
 	}
 	cfg, err := env.Start()
+	envConfig = cfg
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
 		os.Exit(1)
@@ -129,7 +136,7 @@ func TestAdmissionPolicyAgreesWithReconcile(t *testing.T) {
 		if err := envClient.Apply(ctx, desiredAdmissionPolicy(policies[def], def, "ssmtunnel-tunnel"), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			t.Fatalf("apply the admission policy (%s): %v", def, err)
 		}
-		if err := envClient.Apply(ctx, desiredAdmissionPolicyBinding(), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		if err := envClient.Apply(ctx, desiredAdmissionPolicyBinding(AdmissionPolicyName), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			t.Fatalf("apply the binding: %v", err)
 		}
 		var canary *prepared
@@ -170,5 +177,115 @@ func TestAdmissionPolicyAgreesWithReconcile(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestDeploymentAdmissionPolicy: the operator's identity may write Deployments only with a ServiceAccount
+// that a policy granting the namespace allows (the default tunnel ServiceAccount or one it names); another
+// identity is not judged by this policy at all.
+func TestDeploymentAdmissionPolicy(t *testing.T) {
+	ctx := context.Background()
+	const operator = "system:serviceaccount:ssmtunnel-system:ssmtunnel"
+	run := time.Now().UnixNano() % 100000
+	granted, other := fmt.Sprintf("dep%d-granted", run), fmt.Sprintf("dep%d-other", run)
+	for _, ns := range []string{granted, other} {
+		if err := envClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": ns}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("dep%d-operator", run)},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: operator}},
+	}
+	if err := envClient.Create(ctx, crb); err != nil {
+		t.Fatal(err)
+	}
+	policies := []v1alpha1.PortForwardPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "granted"},
+		Spec: v1alpha1.PortForwardPolicySpec{
+			NamespaceSelector:   metav1.LabelSelector{MatchLabels: map[string]string{"team": granted}},
+			InstanceIDs:         []string{"*"},
+			ServiceAccountNames: []string{"db-reader"},
+		},
+	}}
+	vap := desiredDeploymentAdmissionPolicy(policies, PolicyDefaultDeny, "ssmtunnel-tunnel", operator)
+	t.Cleanup(func() {
+		envClient.Delete(ctx, crb)
+		envClient.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: DeploymentAdmissionPolicyName}})
+		envClient.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: DeploymentAdmissionPolicyName}})
+	})
+	if err := envClient.Apply(ctx, vap, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	if err := envClient.Apply(ctx, desiredAdmissionPolicyBinding(DeploymentAdmissionPolicyName), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	asOperator := rest.CopyConfig(envConfig)
+	asOperator.Impersonate = rest.ImpersonationConfig{UserName: operator, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
+	opClient, err := client.New(asOperator, client.Options{Scheme: envClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployment := func(ns, sa string, replicas int32) *appsv1.Deployment {
+		labels := map[string]string{"app": "tunnel"}
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tunnel"},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: &replicas,
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "tunnel", Image: "tunnel"}}},
+				},
+			},
+		}
+	}
+	refusal := func(ns, sa string) string {
+		return "PortForwardPolicy: the operator may not run tunnel pods as ServiceAccount " + sa + " in namespace " + ns +
+			": no PortForwardPolicy that grants the namespace allows it"
+	}
+	// The canary: once it is refused, the policy is in force.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := opClient.Create(ctx, deployment(granted, "admin", 2), client.DryRunAll)
+		if err != nil && strings.Contains(err.Error(), "PortForwardPolicy:") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Deployment admission policy is not in force after 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		name     string
+		c        client.Client
+		ns, sa   string
+		replicas int32
+		denied   bool
+	}{
+		{"default tunnel ServiceAccount in a granted namespace", opClient, granted, "ssmtunnel-tunnel", 2, false},
+		{"a ServiceAccount the policy names", opClient, granted, "db-reader", 2, false},
+		{"a ServiceAccount the policy does not name", opClient, granted, "admin", 2, true},
+		{"no serviceAccountName is the namespace's default ServiceAccount", opClient, granted, "", 2, true},
+		{"a namespace no policy grants, under deny", opClient, other, "ssmtunnel-tunnel", 2, true},
+		{"scaled to zero (how a denied PortForward stops) always passes", opClient, other, "admin", 0, false},
+		{"another identity is not judged", envClient, granted, "admin", 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.Create(ctx, deployment(tc.ns, tc.sa, tc.replicas), client.DryRunAll)
+			sa := tc.sa
+			if sa == "" {
+				sa = "default"
+			}
+			switch {
+			case !tc.denied && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.denied && err == nil:
+				t.Errorf("accepted")
+			case tc.denied && !strings.Contains(err.Error(), refusal(tc.ns, sa)):
+				t.Errorf("message %v, want %q", err, refusal(tc.ns, sa))
+			}
+		})
 	}
 }

@@ -94,6 +94,10 @@ type Options struct {
 	MetricsFromNamespaces []string
 	// OperatorNamespace is the operator's namespace: the tunnel pods' NetworkPolicy admits it to /readyz.
 	OperatorNamespace string
+	// OperatorUsername is the operator's own Kubernetes username (system:serviceaccount:<ns>:<name>). When
+	// set, an admission policy lets that identity write only Deployments whose ServiceAccount a
+	// PortForwardPolicy allows.
+	OperatorUsername string
 }
 
 // WithDefaults returns o with every unset field set to its default.

@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,7 @@ func main() {
 func run() error {
 	var (
 		metricsAddr, probeAddr, watchNamespaces, saAnnotations, metricsFrom string
+		operatorSA                                                          string
 		leaderElect, secureMetrics, enableHTTP2                             bool
 		concurrency                                                         int
 		opts                                                                controllers.Options
@@ -81,6 +83,7 @@ func run() error {
 	flag.BoolVar(&opts.AdmissionPolicy, "admission-policy", true, "Keep a ValidatingAdmissionPolicy from the PortForwardPolicies, so kubectl apply refuses what they deny.")
 	flag.StringVar((*string)(&opts.PolicyDefault), "policy-default", string(controllers.PolicyDefaultAllow), "What applies to namespaces no PortForwardPolicy selects: allow, or deny (recommended when teams share the cluster).")
 	flag.StringVar(&opts.OperatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "The operator's namespace, which the tunnel pods' NetworkPolicies admit to their health port (env POD_NAMESPACE).")
+	flag.StringVar(&operatorSA, "operator-service-account", os.Getenv("POD_SERVICE_ACCOUNT"), "The operator's own ServiceAccount in --operator-namespace (env POD_SERVICE_ACCOUNT): an admission policy then lets it write only Deployments whose ServiceAccount a PortForwardPolicy allows.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many PortForwards are reconciled at once.")
 	var logLevel slog.Level
 	flag.TextVar(&logLevel, "log-level", slog.LevelInfo, "Log level: DEBUG, INFO, WARN or ERROR.")
@@ -93,6 +96,12 @@ func run() error {
 		return fmt.Errorf("--tunnel-service-account-annotations: %w", err)
 	}
 	opts.ServiceAccountAnnotations = annotations
+	if operatorSA != "" {
+		if opts.OperatorNamespace == "" {
+			return errors.New("--operator-service-account needs --operator-namespace (env POD_NAMESPACE)")
+		}
+		opts.OperatorUsername = "system:serviceaccount:" + opts.OperatorNamespace + ":" + operatorSA // how the API server names a ServiceAccount
+	}
 	for ns := range strings.SplitSeq(metricsFrom, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			opts.MetricsFromNamespaces = append(opts.MetricsFromNamespaces, ns)

@@ -166,6 +166,18 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// runStdout executes a command and returns its standard output alone (warnings on stderr would corrupt a
+// manifest); a failure carries both.
+func runStdout(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
 // restrictedPod returns the security settings that Pod Security "restricted" requires.
 func restrictedPodSecurity() *corev1.PodSecurityContext {
 	return &corev1.PodSecurityContext{

@@ -24,14 +24,12 @@ limitations under the License.
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -177,6 +175,7 @@ func TestE2E(t *testing.T) {
 		{"BrokenPortForwardsSayWhy", s.brokenPortForwards},
 		{"PolicyFencesNamespaces", s.policyFences},
 		{"OperatorHasOnlyChartRBAC", s.operatorRBAC},
+		{"WatchNamespacesRBACIsNamespaced", s.watchNamespacesRBAC},
 		{"DeletingPortForwardRemovesChildren", s.deletion},
 	}
 	for _, st := range steps {
@@ -1028,20 +1027,6 @@ func (s *suite) operatorRBAC(ctx context.Context, t testing.TB) {
 	t.Logf("operator ServiceAccount is bound to: %v", bound)
 
 	as := fmt.Sprintf("system:serviceaccount:%s:%s", nsOperator, operatorSA)
-	canI := func(args ...string) string {
-		full := append([]string{"--kubeconfig", s.e.kubeconfig, "auth", "can-i", "--as", as}, args...)
-		// The answer is on stdout; stderr may carry warnings ("not namespace scoped"). Exit 1 means "no", so
-		// the exit status is not an error here, but an empty answer (API server unreachable) is.
-		cmd := exec.CommandContext(ctx, s.e.kubectl(), full...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		_ = cmd.Run()
-		answer := strings.TrimSpace(stdout.String())
-		if answer == "" {
-			t.Fatalf("kubectl auth can-i %s gave no answer: %s", strings.Join(args, " "), stderr.String())
-		}
-		return answer
-	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -1061,8 +1046,14 @@ func (s *suite) operatorRBAC(ctx context.Context, t testing.TB) {
 		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=status", "-n", nsApps}, "no"}, // status is patched
 		{[]string{"update", "portforwards.ssmtunnel.io", "--subresource=finalizers", "-n", nsApps}, "yes"},
 		{[]string{"update", "portforwards.ssmtunnel.io", "-n", nsApps}, "no"}, // the spec is the user's
+		// It may change its own admission policies, not the chart's guard of its Deployments.
+		{[]string{"patch", "validatingadmissionpolicies/portforwardpolicies.ssmtunnel.io"}, "yes"},
+		{[]string{"patch", "validatingadmissionpolicies/tunnel-deployments.ssmtunnel.io"}, "yes"},
+		{[]string{"patch", "validatingadmissionpolicies/" + release + "-operator-deployments"}, "no"},
+		{[]string{"patch", "validatingadmissionpolicybindings/" + release + "-operator-deployments"}, "no"},
+		{[]string{"delete", "validatingadmissionpolicies/" + release + "-operator-deployments"}, "no"},
 	} {
-		got := canI(c.args...)
+		got := canI(ctx, t, s.e.kubectl(), s.e.kubeconfig, as, c.args...)
 		t.Logf("kubectl auth can-i %s --as %s: %s", strings.Join(c.args, " "), as, got)
 		if got != c.want {
 			t.Errorf("kubectl auth can-i %s as the operator: %q, want %q", strings.Join(c.args, " "), got, c.want)
@@ -1077,6 +1068,7 @@ func (s *suite) operatorRBAC(ctx context.Context, t testing.TB) {
 	if err == nil || !strings.Contains(out, "the operator may only run the tunnel image") {
 		t.Errorf("the operator's ServiceAccount created a Deployment of another image (err %v): %s", err, out)
 	}
+	s.operatorServiceAccountFenced(ctx, t, as)
 }
 
 // deletion deletes the PortForward: garbage collection removes every child.
