@@ -25,7 +25,7 @@ FUZZTIME ?= 10s
 # Tool versions, built from the Go module proxy into bin/.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
-HELM_VERSION ?= v3.22.0
+HELM_VERSION ?= v4.3.2
 # v5.8.x needs Go 1.27; this machine has Go 1.26.
 KUSTOMIZE_VERSION ?= v5.7.1
 
@@ -165,7 +165,7 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 .PHONY: helm
 helm: $(HELM)
 $(HELM): | $(LOCALBIN)
-	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION),helm)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v4/cmd/helm,$(HELM_VERSION),helm)
 
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE)
