@@ -171,7 +171,7 @@ func run() error {
 		return fmt.Errorf("failed to add the ready check: %w", err)
 	}
 
-	log.Info("Starting manager", "version", tunnel.Version, "tunnelImage", opts.TunnelImage,
+	log.Info("Starting manager", "version", tunnel.BuildInfo().String(), "tunnelImage", opts.TunnelImage,
 		"defaultRegion", opts.DefaultRegion, "namespaces", namespaces)
 	return mgr.Start(ctx)
 }
