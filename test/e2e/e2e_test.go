@@ -257,7 +257,8 @@ func (s *suite) setup(ctx context.Context, t testing.TB) {
 // removeOtherReleases uninstalls any release of this chart (ours from an earlier run, or the demo's), so
 // exactly one operator reconciles PortForwards.
 func (s *suite) removeOtherReleases(ctx context.Context, t testing.TB) {
-	out, err := run(ctx, s.e.helm, "--kubeconfig", s.e.kubeconfig, "list", "--all-namespaces", "--all", "--output", "json")
+	out, err := run(ctx, s.e.helm, "--kubeconfig", s.e.kubeconfig, "list", "--all-namespaces",
+		"--deployed", "--failed", "--pending", "--superseded", "--uninstalling", "--output", "json") // every state
 	if err != nil {
 		t.Fatalf("helm list: %v", err)
 	}
