@@ -18,9 +18,6 @@ package main
 
 import (
 	"archive/tar"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,38 +27,41 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Media types of the OCI image spec. Layers are stored uncompressed, so the layer digest
-// equals its diff_id and the output does not depend on a compressor's version.
 const (
-	mediaTypeIndex    = "application/vnd.oci.image.index.v1+json"
-	mediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar"
-
-	// annotationImageName is the full reference containerd names the image after on import.
-	annotationImageName = "io.containerd.image.name"
-	// annotationRefName is the OCI tag annotation (the tag only, per the image-layout spec).
+	// annotationRefName is the OCI layout's tag annotation (the tag only, per the image-layout spec).
 	annotationRefName = "org.opencontainers.image.ref.name"
+	// annotationImageName is the full reference, which containerd names an imported image after.
+	annotationImageName = "io.containerd.image.name"
 
 	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
 // Errors returned for bad input, so callers and tests can tell them apart.
 var (
-	ErrBadTag     = errors.New("bad image tag")
-	ErrBadFile    = errors.New("bad --file mapping")
-	ErrBadSpec    = errors.New("bad image spec")
-	ErrDuplicate  = errors.New("duplicate path in image")
-	ErrNotRegular = errors.New("source is not a regular file")
+	ErrBadTag      = errors.New("bad image tag")
+	ErrBadFile     = errors.New("bad --file mapping")
+	ErrBadSpec     = errors.New("bad image spec")
+	ErrBadPlatform = errors.New("bad --platform")
+	ErrDuplicate   = errors.New("duplicate path in image")
+	ErrNotRegular  = errors.New("source is not a regular file")
 )
 
 // File is one file of the image: the path inside the image and where to read it from.
 type File struct {
 	// Dest is the absolute path inside the image, e.g. /manager.
 	Dest string
-	// Src is the path on the build machine.
+	// Src is the path on the build machine; {os} and {arch} become the platform's, so one list of files
+	// describes every platform's image (bin/{os}-{arch}/manager).
 	Src string
 	// Mode overrides the permission bits; zero keeps the source's (0755 if any x bit, else 0644).
 	Mode os.FileMode
@@ -69,10 +69,12 @@ type File struct {
 	Content []byte
 }
 
-// Spec describes the image to build.
+// Spec describes the image to build: one image per platform, in an index.
 type Spec struct {
 	// Tag is the full reference, e.g. localhost/ssmtunnel:v0.1.0 (a tag other than latest is required).
 	Tag string
+	// Platforms are os/arch pairs such as linux/amd64; default linux/amd64.
+	Platforms []v1.Platform
 	// Files are the image's files; parent directories are created as needed.
 	Files []File
 	// User is the numeric user (and optional :group) the image runs as, e.g. 65532.
@@ -82,90 +84,22 @@ type Spec struct {
 	Cmd        []string
 	// Env entries KEY=VALUE; PATH is added when missing.
 	Env []string
-	// Labels are the config's labels.
+	// Labels are the config's labels (the OCI annotations source, revision, version belong here too).
 	Labels map[string]string
 	// WorkingDir defaults to /.
 	WorkingDir string
-	// Arch and OS of the image (defaults amd64/linux).
-	Arch, OS string
-	// Created is the fixed timestamp of every entry and of the config, so that the same
-	// inputs give the same digests. Zero means the Unix epoch.
+	// Created is the fixed timestamp of every entry and of the config, so that the same inputs give the
+	// same digests. Zero means the Unix epoch.
 	Created time.Time
 }
 
-// Result tells what was written.
-type Result struct {
-	// ManifestDigest identifies the image (what `ctr images ls` shows as DIGEST).
-	ManifestDigest string
-	// ConfigDigest is the image ID.
-	ConfigDigest string
-	// LayerDigest is the sha256 of the uncompressed layer tar, equal to its diff_id.
-	LayerDigest string
-	// LayerSize is the size of the layer in bytes.
-	LayerSize int64
-}
-
-// Image config, per the OCI image spec (only the fields we set).
-type imageConfig struct {
-	Created      string        `json:"created"`
-	Architecture string        `json:"architecture"`
-	OS           string        `json:"os"`
-	Config       runtimeConfig `json:"config"`
-	RootFS       rootFS        `json:"rootfs"`
-	History      []history     `json:"history"`
-}
-
-type runtimeConfig struct {
-	User       string            `json:"User,omitempty"`
-	Env        []string          `json:"Env,omitempty"`
-	Entrypoint []string          `json:"Entrypoint,omitempty"`
-	Cmd        []string          `json:"Cmd,omitempty"`
-	WorkingDir string            `json:"WorkingDir,omitempty"`
-	Labels     map[string]string `json:"Labels,omitempty"`
-}
-
-type rootFS struct {
-	Type    string   `json:"type"`
-	DiffIDs []string `json:"diff_ids"`
-}
-
-type history struct {
-	Created   string `json:"created"`
-	CreatedBy string `json:"created_by"`
-}
-
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    *platform         `json:"platform,omitempty"`
-}
-
-type platform struct {
-	Architecture string `json:"architecture"`
-	OS           string `json:"os"`
-}
-
-type manifest struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Config        descriptor   `json:"config"`
-	Layers        []descriptor `json:"layers"`
-}
-
-type index struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Manifests     []descriptor `json:"manifests"`
-}
-
-// dockerManifest is one entry of manifest.json, the `docker save` format, written beside the
-// OCI layout so docker-archive readers can load the same tarball.
-type dockerManifest struct {
-	Config   string
-	RepoTags []string
-	Layers   []string
+// ParsePlatform parses os/arch, e.g. linux/arm64.
+func ParsePlatform(s string) (v1.Platform, error) {
+	osName, arch, ok := strings.Cut(s, "/")
+	if !ok || osName == "" || arch == "" || strings.Contains(arch, "/") {
+		return v1.Platform{}, fmt.Errorf("%w %q: want os/arch, e.g. linux/amd64", ErrBadPlatform, s)
+	}
+	return v1.Platform{OS: osName, Architecture: arch}, nil
 }
 
 // refPattern is a conservative image reference: lowercase name components separated by
@@ -253,14 +187,18 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("%w: env %q must be KEY=VALUE", ErrBadSpec, e)
 		}
 	}
+	if len(s.Platforms) == 0 {
+		s.Platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}}
+	}
+	platforms := map[string]bool{}
+	for _, p := range s.Platforms {
+		if platforms[p.String()] {
+			return fmt.Errorf("%w: %s given twice", ErrBadPlatform, p)
+		}
+		platforms[p.String()] = true
+	}
 	if s.WorkingDir == "" {
 		s.WorkingDir = "/"
-	}
-	if s.Arch == "" {
-		s.Arch = "amd64"
-	}
-	if s.OS == "" {
-		s.OS = "linux"
 	}
 	if s.Created.IsZero() {
 		s.Created = time.Unix(0, 0)
@@ -269,146 +207,128 @@ func (s *Spec) Validate() error {
 	return nil
 }
 
-// Build writes the image as a tarball to out: an OCI image layout (oci-layout, index.json,
-// blobs/sha256/...) that `ctr images import` reads, plus a docker-archive manifest.json
-// pointing at the same blobs. tmpDir holds the layer while it is hashed ("" = os.TempDir).
-// Entries are sorted and carry Spec.Created as mtime, so equal inputs give equal bytes.
-func Build(spec Spec, out io.Writer, tmpDir string) (Result, error) {
+// Index builds the image of every platform and the OCI image index over them. Layers are gzipped tars
+// of sorted entries carrying Spec.Created as mtime, and the configs carry it as their date: equal inputs
+// give equal digests.
+func Index(spec Spec) (v1.ImageIndex, error) {
 	if err := spec.Validate(); err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	tag, _ := ParseTag(spec.Tag)
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range spec.Platforms {
+		img, err := platformImage(spec, p)
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: p.OS, Architecture: p.Architecture}},
+		})
+	}
+	return idx, nil
+}
 
-	layerFile, err := os.CreateTemp(tmpDir, "imagebuild-layer-*.tar")
+// platformImage is the image of one platform: the files, with {os} and {arch} in their sources expanded.
+func platformImage(spec Spec, p v1.Platform) (v1.Image, error) {
+	files := make([]File, len(spec.Files))
+	for i, f := range spec.Files {
+		f.Src = strings.NewReplacer("{os}", p.OS, "{arch}", p.Architecture).Replace(f.Src)
+		if f.Content == nil {
+			// Fail here with the file's name rather than deep inside a registry push.
+			st, err := os.Stat(f.Src)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s for %s (%s): %v", ErrBadFile, f.Src, f.Dest, p, err)
+			}
+			if !st.Mode().IsRegular() {
+				return nil, fmt.Errorf("%w: %s (for %s) is %s", ErrNotRegular, f.Src, f.Dest, st.Mode().Type())
+			}
+		}
+		files[i] = f
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeLayer(pw, files, spec.Created)) }()
+		return pr, nil
+	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
-		return Result{}, fmt.Errorf("create temp layer: %w", err)
+		return nil, err
 	}
-	defer func() {
-		_ = layerFile.Close()
-		_ = os.Remove(layerFile.Name())
-	}()
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(layerFile, h)}
-	if err := writeLayer(cw, spec); err != nil {
-		return Result{}, err
-	}
-	layerDigest := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	res := Result{LayerDigest: layerDigest, LayerSize: cw.n}
-
-	created := spec.Created.Format(time.RFC3339)
 	env := append([]string(nil), spec.Env...)
 	if !hasKey(env, "PATH") {
 		env = append([]string{"PATH=" + defaultPath}, env...)
 	}
-	cfg := imageConfig{
+	created := v1.Time{Time: spec.Created}
+	base, err := mutate.ConfigFile(mutate.MediaType(empty.Image, types.OCIManifestSchema1), &v1.ConfigFile{
+		Architecture: p.Architecture,
+		OS:           p.OS,
 		Created:      created,
-		Architecture: spec.Arch,
-		OS:           spec.OS,
-		Config: runtimeConfig{
+		Config: v1.Config{
 			User: spec.User, Env: env, Entrypoint: spec.Entrypoint, Cmd: spec.Cmd,
 			WorkingDir: spec.WorkingDir, Labels: spec.Labels,
 		},
-		RootFS:  rootFS{Type: "layers", DiffIDs: []string{layerDigest}},
-		History: []history{{Created: created, CreatedBy: "hack/imagebuild"}},
-	}
-	cfgJSON, err := json.Marshal(cfg)
+		RootFS: v1.RootFS{Type: "layers"},
+	})
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	cfgDesc := descriptor{MediaType: mediaTypeConfig, Digest: digest(cfgJSON), Size: int64(len(cfgJSON))}
-	res.ConfigDigest = cfgDesc.Digest
+	img, err := mutate.Append(mutate.ConfigMediaType(base, types.OCIConfigJSON), mutate.Addendum{
+		Layer:   layer,
+		History: v1.History{Created: created, CreatedBy: "hack/imagebuild"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
+}
 
-	man := manifest{
-		SchemaVersion: 2,
-		MediaType:     mediaTypeManifest,
-		Config:        cfgDesc,
-		Layers:        []descriptor{{MediaType: mediaTypeLayer, Digest: layerDigest, Size: cw.n}},
+// WriteLayout writes idx as the OCI image layout dir (replacing what was there), tagged spec.Tag.
+func WriteLayout(dir string, idx v1.ImageIndex, tag string) error {
+	if _, err := ParseTag(tag); err != nil {
+		return err
 	}
-	manJSON, err := json.Marshal(man)
+	ref, err := name.NewTag(tag)
 	if err != nil {
-		return Result{}, err
+		return fmt.Errorf("%w %q: %v", ErrBadTag, tag, err)
 	}
-	res.ManifestDigest = digest(manJSON)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	l, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	return l.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+		annotationRefName: ref.TagStr(), annotationImageName: tag,
+	}))
+}
 
-	idx := index{
-		SchemaVersion: 2,
-		MediaType:     mediaTypeIndex,
-		Manifests: []descriptor{{
-			MediaType: mediaTypeManifest, Digest: res.ManifestDigest, Size: int64(len(manJSON)),
-			Annotations: map[string]string{annotationImageName: spec.Tag, annotationRefName: tag},
-			Platform:    &platform{Architecture: spec.Arch, OS: spec.OS},
-		}},
-	}
-	idxJSON, err := json.Marshal(idx)
+// WriteTarball writes the index's only image as a tarball (docker-archive) that `ctr images import`
+// reads: for images the local cluster needs before any registry, such as its pause image.
+func WriteTarball(file string, idx v1.ImageIndex, tag string) error {
+	m, err := idx.IndexManifest()
 	if err != nil {
-		return Result{}, err
+		return err
 	}
-	docker, err := json.Marshal([]dockerManifest{{
-		Config:   blobPath(cfgDesc.Digest),
-		RepoTags: []string{spec.Tag},
-		Layers:   []string{blobPath(layerDigest)},
-	}})
+	if len(m.Manifests) != 1 {
+		return fmt.Errorf("%w: a tarball holds one platform's image, not %d", ErrBadPlatform, len(m.Manifests))
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
 	if err != nil {
-		return Result{}, err
+		return err
 	}
-
-	if _, err := layerFile.Seek(0, io.SeekStart); err != nil {
-		return Result{}, err
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		return fmt.Errorf("%w %q: %v", ErrBadTag, tag, err)
 	}
-	tw := tar.NewWriter(out)
-	mtime := spec.Created
-	// Sorted by name; blob names are digests. The directory entries help extractors.
-	entries := []struct {
-		name string
-		data []byte
-		file io.Reader
-		size int64
-	}{
-		{name: "blobs/"},
-		{name: "blobs/sha256/"},
-		{name: blobPath(cfgDesc.Digest), data: cfgJSON},
-		{name: blobPath(layerDigest), file: layerFile, size: cw.n},
-		{name: blobPath(res.ManifestDigest), data: manJSON},
-		{name: "index.json", data: idxJSON},
-		{name: "manifest.json", data: docker},
-		{name: "oci-layout", data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-	}
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].name < entries[j].name })
-	for _, e := range entries {
-		hdr := &tar.Header{Name: e.name, Mode: 0o644, ModTime: mtime, Typeflag: tar.TypeReg}
-		if strings.HasSuffix(e.name, "/") {
-			hdr.Typeflag, hdr.Mode = tar.TypeDir, 0o755
-		} else if e.file != nil {
-			hdr.Size = e.size
-		} else {
-			hdr.Size = int64(len(e.data))
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return Result{}, err
-		}
-		switch {
-		case e.file != nil:
-			if n, err := io.Copy(tw, e.file); err != nil || n != e.size {
-				return Result{}, fmt.Errorf("copy layer (%d of %d bytes): %v", n, e.size, err)
-			}
-		case e.data != nil:
-			if _, err := tw.Write(e.data); err != nil {
-				return Result{}, err
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return Result{}, err
-	}
-	return res, nil
+	return tarball.WriteToFile(file, ref, img)
 }
 
 // writeLayer writes the root filesystem tar: every parent directory (0755, root-owned),
 // then the files, all sorted by path, without a leading "/" or "./".
-func writeLayer(w io.Writer, spec Spec) error {
+func writeLayer(w io.Writer, entries []File, created time.Time) error {
 	dirs := map[string]bool{"tmp": true}
 	files := map[string]File{}
-	for _, f := range spec.Files {
+	for _, f := range entries {
 		name := strings.TrimPrefix(f.Dest, "/")
 		files[name] = f
 		for d := path.Dir(name); d != "."; d = path.Dir(d) {
@@ -426,7 +346,7 @@ func writeLayer(w io.Writer, spec Spec) error {
 
 	tw := tar.NewWriter(w)
 	for _, name := range names {
-		hdr := &tar.Header{Name: name, ModTime: spec.Created, Uname: "", Gname: ""}
+		hdr := &tar.Header{Name: name, ModTime: created, Uname: "", Gname: ""}
 		f, isFile := files[name]
 		if !isFile {
 			hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, name+"/", 0o755
@@ -520,20 +440,3 @@ func hasKey(env []string, key string) bool {
 	return false
 }
 
-func digest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-func blobPath(d string) string { return "blobs/sha256/" + strings.TrimPrefix(d, "sha256:") }
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}

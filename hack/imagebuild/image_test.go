@@ -18,61 +18,76 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"context"
 	"errors"
 	"io"
+	"net/http/httptest"
 	"os"
-	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 type entry struct {
 	hdr  tar.Header
-	data []byte
+	data string
 }
 
-// readTar returns the entries of a tar stream in order.
-func readTar(t *testing.T, r io.Reader) []entry {
+// layerEntries returns the entries of an image's only layer, in order.
+func layerEntries(t *testing.T, img v1.Image) []entry {
 	t.Helper()
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %d, %v; want one", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
 	var out []entry
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(rc)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			return out
 		}
 		if err != nil {
-			t.Fatalf("read tar: %v", err)
+			t.Fatalf("read the layer: %v", err)
 		}
 		data, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatalf("read %s: %v", hdr.Name, err)
 		}
-		out = append(out, entry{hdr: *hdr, data: data})
+		out = append(out, entry{hdr: *hdr, data: string(data)})
 	}
 }
 
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
+var platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
 
-// fixture writes a fake binary (0755) and a data file (0600) and returns a spec using them.
+// fixture writes a fake binary per platform (0750, its content naming the platform) and a data file
+// (0600), and returns a two-platform spec using them.
 func fixture(t *testing.T) Spec {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "manager")
-	if err := os.WriteFile(bin, []byte("\x7fELF fake manager binary"), 0o750); err != nil {
-		t.Fatal(err)
+	for _, p := range platforms {
+		d := filepath.Join(dir, p.OS+"-"+p.Architecture)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "manager"), []byte("\x7fELF manager for "+p.Architecture), 0o750); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ca := filepath.Join(dir, "ca.crt")
 	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
@@ -80,218 +95,211 @@ func fixture(t *testing.T) Spec {
 	}
 	return Spec{
 		Tag:        "localhost/ssmtunnel:v0.1.0",
+		Platforms:  platforms,
 		User:       "65532",
 		Entrypoint: []string{"/manager"},
 		Cmd:        []string{"--help"},
 		Env:        []string{"A=b"},
-		Labels:     map[string]string{"org.opencontainers.image.source": "ssmtunnel"},
+		Labels:     map[string]string{"org.opencontainers.image.revision": "abc123"},
+		Created:    time.Unix(1700000000, 0),
 		Files: append([]File{
-			{Dest: "/manager", Src: bin},
+			{Dest: "/manager", Src: filepath.Join(dir, "{os}-{arch}", "manager")},
 			{Dest: "/etc/ssl/certs/ca-certificates.crt", Src: ca},
 		}, PasswdFiles("65532")...),
 	}
 }
 
-func build(t *testing.T, spec Spec) ([]byte, Result) {
+// writeAndRead builds spec into a layout and reads back the layout's one entry: the image index.
+func writeAndRead(t *testing.T, spec Spec) (v1.ImageIndex, v1.Descriptor) {
 	t.Helper()
-	var buf bytes.Buffer
-	res, err := Build(spec, &buf, t.TempDir())
+	idx, err := Index(spec)
 	if err != nil {
-		t.Fatalf("Build: %v", err)
+		t.Fatalf("Index: %v", err)
 	}
-	return buf.Bytes(), res
+	dir := filepath.Join(t.TempDir(), "image")
+	if err := WriteLayout(dir, idx, spec.Tag); err != nil {
+		t.Fatalf("WriteLayout: %v", err)
+	}
+	root, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := root.IndexManifest()
+	if err != nil || len(m.Manifests) != 1 {
+		t.Fatalf("layout index.json: %+v, %v; want one entry", m, err)
+	}
+	got, err := root.ImageIndex(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, m.Manifests[0]
 }
 
-func TestBuildStructure(t *testing.T) {
+// TestIndexStructure reads a built layout back: an OCI index tagged in the layout, one image per
+// platform holding that platform's binary, the same shared files, the config of the spec, and entries
+// that carry the fixed time and root ownership.
+func TestIndexStructure(t *testing.T) {
 	spec := fixture(t)
-	out, res := build(t, spec)
-	entries := readTar(t, bytes.NewReader(out))
-
-	byName := map[string]entry{}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.hdr.Name)
-		byName[e.hdr.Name] = e
-		if !e.hdr.ModTime.Equal(time.Unix(0, 0)) {
-			t.Errorf("%s: mtime %v, want the epoch", e.hdr.Name, e.hdr.ModTime)
-		}
-		if strings.HasPrefix(e.hdr.Name, "/") || strings.HasPrefix(e.hdr.Name, "./") {
-			t.Errorf("%s: member names must be relative without ./", e.hdr.Name)
-		}
+	idx, desc := writeAndRead(t, spec)
+	if desc.MediaType != types.OCIImageIndex {
+		t.Errorf("layout entry media type %s, want %s", desc.MediaType, types.OCIImageIndex)
 	}
-	if !sort.StringsAreSorted(names) {
-		t.Errorf("entries not sorted: %v", names)
+	if desc.Annotations[annotationRefName] != "v0.1.0" || desc.Annotations[annotationImageName] != spec.Tag {
+		t.Errorf("layout entry annotations %v, want the tag v0.1.0 and the name %s", desc.Annotations, spec.Tag)
 	}
-	blob := func(d string) []byte {
-		t.Helper()
-		e, ok := byName["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")]
-		if !ok {
-			t.Fatalf("blob %s missing; entries %v", d, names)
-		}
-		if got := sha(e.data); got != d {
-			t.Fatalf("blob %s has content digest %s", d, got)
-		}
-		return e.data
-	}
-
-	if got := string(byName["oci-layout"].data); got != `{"imageLayoutVersion":"1.0.0"}` {
-		t.Errorf("oci-layout = %q", got)
-	}
-	var idx index
-	if err := json.Unmarshal(byName["index.json"].data, &idx); err != nil {
-		t.Fatalf("index.json: %v", err)
-	}
-	if len(idx.Manifests) != 1 {
-		t.Fatalf("index has %d manifests, want 1", len(idx.Manifests))
-	}
-	md := idx.Manifests[0]
-	wantAnn := map[string]string{annotationImageName: "localhost/ssmtunnel:v0.1.0", annotationRefName: "v0.1.0"}
-	if diff := cmp.Diff(wantAnn, md.Annotations); diff != "" {
-		t.Errorf("index annotations (-want +got):\n%s", diff)
-	}
-	if md.Digest != res.ManifestDigest || md.MediaType != mediaTypeManifest {
-		t.Errorf("index manifest descriptor %+v, result %+v", md, res)
-	}
-	manBytes := blob(md.Digest)
-	if int64(len(manBytes)) != md.Size {
-		t.Errorf("manifest size %d, descriptor says %d", len(manBytes), md.Size)
-	}
-	var man manifest
-	if err := json.Unmarshal(manBytes, &man); err != nil {
+	im, err := idx.IndexManifest()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(man.Layers) != 1 || man.Layers[0].MediaType != mediaTypeLayer {
-		t.Fatalf("manifest layers %+v", man.Layers)
+	if len(im.Manifests) != len(platforms) {
+		t.Fatalf("index holds %d images, want %d", len(im.Manifests), len(platforms))
 	}
-	layer := blob(man.Layers[0].Digest)
-	if int64(len(layer)) != man.Layers[0].Size || man.Layers[0].Size != res.LayerSize {
-		t.Errorf("layer size %d, manifest %d, result %d", len(layer), man.Layers[0].Size, res.LayerSize)
-	}
-	// The layer is uncompressed: its digest is the sha256 of the layer tar, equal to the diff_id.
-	if man.Layers[0].Digest != sha(layer) || res.LayerDigest != sha(layer) {
-		t.Errorf("layer digest %s, sha256 of layer tar %s", man.Layers[0].Digest, sha(layer))
-	}
-	cfgBytes := blob(man.Config.Digest)
-	if man.Config.MediaType != mediaTypeConfig || int64(len(cfgBytes)) != man.Config.Size || res.ConfigDigest != man.Config.Digest {
-		t.Errorf("config descriptor %+v (len %d), result %+v", man.Config, len(cfgBytes), res)
-	}
-	var cfg imageConfig
-	if err := json.Unmarshal(cfgBytes, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	wantCfg := imageConfig{
-		Created: "1970-01-01T00:00:00Z", Architecture: "amd64", OS: "linux",
-		Config: runtimeConfig{
-			User: "65532", Env: []string{"PATH=" + defaultPath, "A=b"},
-			Entrypoint: []string{"/manager"}, Cmd: []string{"--help"}, WorkingDir: "/",
-			Labels: map[string]string{"org.opencontainers.image.source": "ssmtunnel"},
-		},
-		RootFS:  rootFS{Type: "layers", DiffIDs: []string{sha(layer)}},
-		History: []history{{Created: "1970-01-01T00:00:00Z", CreatedBy: "hack/imagebuild"}},
-	}
-	if diff := cmp.Diff(wantCfg, cfg); diff != "" {
-		t.Errorf("config (-want +got):\n%s", diff)
-	}
-
-	// manifest.json (docker-archive) points at the same blobs.
-	var dm []dockerManifest
-	if err := json.Unmarshal(byName["manifest.json"].data, &dm); err != nil {
-		t.Fatal(err)
-	}
-	wantDM := []dockerManifest{{
-		Config:   "blobs/sha256/" + strings.TrimPrefix(man.Config.Digest, "sha256:"),
-		RepoTags: []string{"localhost/ssmtunnel:v0.1.0"},
-		Layers:   []string{"blobs/sha256/" + strings.TrimPrefix(sha(layer), "sha256:")},
-	}}
-	if diff := cmp.Diff(wantDM, dm); diff != "" {
-		t.Errorf("manifest.json (-want +got):\n%s", diff)
-	}
-
-	// The root filesystem.
-	type fileInfo struct {
-		Type byte
-		Mode int64
-		UID  int
-		GID  int
-		Data string
-	}
-	got := map[string]fileInfo{}
-	var layerNames []string
-	for _, e := range readTar(t, bytes.NewReader(layer)) {
-		layerNames = append(layerNames, e.hdr.Name)
-		got[e.hdr.Name] = fileInfo{e.hdr.Typeflag, e.hdr.Mode, e.hdr.Uid, e.hdr.Gid, string(e.data)}
-		if !e.hdr.ModTime.Equal(time.Unix(0, 0)) {
-			t.Errorf("layer %s: mtime %v", e.hdr.Name, e.hdr.ModTime)
+	for i, m := range im.Manifests {
+		p := platforms[i]
+		if m.Platform == nil || m.Platform.OS != p.OS || m.Platform.Architecture != p.Architecture {
+			t.Errorf("index entry %d platform %+v, want %s", i, m.Platform, p)
 		}
-	}
-	want := map[string]fileInfo{
-		"etc/":                              {tar.TypeDir, 0o755, 0, 0, ""},
-		"etc/group":                         {tar.TypeReg, 0o644, 0, 0, "root:x:0:\nnonroot:x:65532:\n"},
-		"etc/passwd":                        {tar.TypeReg, 0o644, 0, 0, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"},
-		"etc/ssl/":                          {tar.TypeDir, 0o755, 0, 0, ""},
-		"etc/ssl/certs/":                    {tar.TypeDir, 0o755, 0, 0, ""},
-		"etc/ssl/certs/ca-certificates.crt": {tar.TypeReg, 0o644, 0, 0, "-----BEGIN CERTIFICATE-----\n"},
-		"manager":                           {tar.TypeReg, 0o755, 0, 0, "\x7fELF fake manager binary"},
-		"tmp/":                              {tar.TypeDir, 0o1777, 0, 0, ""},
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("layer contents (-want +got):\n%s", diff)
-	}
-	// Parents come before their children.
-	seen := map[string]bool{}
-	for _, n := range layerNames {
-		if p := path.Dir(strings.TrimSuffix(n, "/")); p != "." && !seen[p+"/"] {
-			t.Errorf("%s appears before its parent %s/", n, p)
+		if m.MediaType != types.OCIManifestSchema1 {
+			t.Errorf("index entry %d media type %s", i, m.MediaType)
 		}
-		seen[n] = true
-	}
-}
-
-func TestBuildDeterministic(t *testing.T) {
-	spec := fixture(t)
-	a, ra := build(t, spec)
-	// Touching the sources must not change the output: mtimes are fixed.
-	for _, f := range spec.Files {
-		if f.Src != "" {
-			if err := os.Chtimes(f.Src, time.Now(), time.Now().Add(time.Hour)); err != nil {
-				t.Fatal(err)
+		img, err := idx.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := v1.Config{
+			User: "65532", Env: []string{"PATH=" + defaultPath, "A=b"}, Entrypoint: []string{"/manager"},
+			Cmd: []string{"--help"}, WorkingDir: "/", Labels: spec.Labels,
+		}
+		if diff := cmp.Diff(want, cf.Config); diff != "" {
+			t.Errorf("%s config (-want +got):\n%s", p, diff)
+		}
+		if cf.OS != p.OS || cf.Architecture != p.Architecture || !cf.Created.Time.Equal(spec.Created) {
+			t.Errorf("%s config os/arch/created %s/%s/%s", p, cf.OS, cf.Architecture, cf.Created.Time)
+		}
+		mt, _ := img.MediaType()
+		manifest, _ := img.Manifest()
+		if mt != types.OCIManifestSchema1 || manifest.Config.MediaType != types.OCIConfigJSON || manifest.Layers[0].MediaType != types.OCILayer {
+			t.Errorf("%s media types: manifest %s, config %s, layer %s; want OCI", p, mt, manifest.Config.MediaType, manifest.Layers[0].MediaType)
+		}
+		var names []string
+		for _, e := range layerEntries(t, img) {
+			names = append(names, e.hdr.Name)
+			if !e.hdr.ModTime.Equal(spec.Created) || e.hdr.Uid != 0 || e.hdr.Gid != 0 {
+				t.Errorf("%s %s: mtime %s uid %d gid %d, want %s and root", p, e.hdr.Name, e.hdr.ModTime, e.hdr.Uid, e.hdr.Gid, spec.Created)
+			}
+			switch e.hdr.Name {
+			case "manager":
+				if e.data != "\x7fELF manager for "+p.Architecture || e.hdr.Mode != 0o755 {
+					t.Errorf("%s /manager: %q mode %o, want this platform's binary, 0755", p, e.data, e.hdr.Mode)
+				}
+			case "etc/ssl/certs/ca-certificates.crt":
+				if e.hdr.Mode != 0o644 {
+					t.Errorf("%s CA bundle mode %o, want 0644", p, e.hdr.Mode)
+				}
+			case "etc/passwd":
+				if !strings.Contains(e.data, "nonroot:x:65532:65532:") {
+					t.Errorf("%s /etc/passwd %q has no user 65532", p, e.data)
+				}
+			case "tmp/":
+				if e.hdr.Mode != 0o1777 {
+					t.Errorf("%s /tmp mode %o, want 01777", p, e.hdr.Mode)
+				}
 			}
 		}
-	}
-	b, rb := build(t, spec)
-	if !bytes.Equal(a, b) || ra != rb {
-		t.Fatalf("two builds of the same inputs differ: %+v vs %+v", ra, rb)
-	}
-
-	// Changing one byte of content changes the layer and manifest digests.
-	if err := os.WriteFile(spec.Files[0].Src, []byte("\x7fELF fake manager binarY"), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	_, rc := build(t, spec)
-	if rc.LayerDigest == ra.LayerDigest || rc.ManifestDigest == ra.ManifestDigest {
-		t.Errorf("content change did not change digests: %+v vs %+v", ra, rc)
-	}
-
-	// Changing the tag changes only the index, not the manifest.
-	spec.Tag = "localhost/ssmtunnel:v0.2.0"
-	_, rd := build(t, spec)
-	if rd.ManifestDigest != rc.ManifestDigest {
-		t.Errorf("tag changed the manifest digest: %s vs %s", rd.ManifestDigest, rc.ManifestDigest)
-	}
-}
-
-func TestBuildCreatedTime(t *testing.T) {
-	spec := fixture(t)
-	spec.Created = time.Unix(1700000000, 0)
-	out, _ := build(t, spec)
-	for _, e := range readTar(t, bytes.NewReader(out)) {
-		if !e.hdr.ModTime.Equal(spec.Created) {
-			t.Errorf("%s: mtime %v, want %v", e.hdr.Name, e.hdr.ModTime, spec.Created)
+		wantNames := []string{"etc/", "etc/group", "etc/passwd", "etc/ssl/", "etc/ssl/certs/", "etc/ssl/certs/ca-certificates.crt", "manager", "tmp/"}
+		if diff := cmp.Diff(wantNames, names); diff != "" {
+			t.Errorf("%s layer entries (-want +got):\n%s", p, diff)
 		}
 	}
 }
 
-func TestBuildErrors(t *testing.T) {
+// TestIndexReproducible: two builds of the same inputs have the same digest, and the time is part of it.
+func TestIndexReproducible(t *testing.T) {
+	spec := fixture(t)
+	a, _ := writeAndRead(t, spec)
+	b, _ := writeAndRead(t, spec)
+	da, _ := a.Digest()
+	db, _ := b.Digest()
+	if da != db {
+		t.Errorf("two builds of the same inputs: %s and %s", da, db)
+	}
+	spec.Created = spec.Created.Add(time.Second)
+	c, _ := writeAndRead(t, spec)
+	if dc, _ := c.Digest(); dc == da {
+		t.Errorf("a different time gave the same digest %s", dc)
+	}
+}
+
+// TestPush pushes a layout into a registry (go-containerregistry's, in process) and reads it back by tag.
+func TestPush(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	spec := fixture(t)
+	idx, err := Index(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "image")
+	if err := WriteLayout(dir, idx, spec.Tag); err != nil {
+		t.Fatal(err)
+	}
+	to := strings.TrimPrefix(srv.URL, "http://") + "/ssmtunnel:v0.1.0"
+	got, err := Push(context.Background(), dir, to, true)
+	if err != nil {
+		t.Fatalf("Push: %v", err)
+	}
+	want, _ := idx.Digest()
+	if got != want {
+		t.Errorf("Push returned %s, want the index digest %s", got, want)
+	}
+	ref, _ := name.NewTag(to, name.Insecure)
+	desc, err := remote.Get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Digest != want || desc.MediaType != types.OCIImageIndex {
+		t.Errorf("the registry serves %s (%s) at %s, want the index %s", desc.Digest, desc.MediaType, to, want)
+	}
+	if _, err := Push(context.Background(), filepath.Join(t.TempDir(), "missing"), to, true); err == nil || !strings.Contains(err.Error(), "make image") {
+		t.Errorf("push of a missing layout: %v, want an error that says to build it", err)
+	}
+}
+
+// TestWriteTarball writes a one-platform image as a tarball that reads back with its tag, and refuses an
+// index of two.
+func TestWriteTarball(t *testing.T) {
+	spec := fixture(t)
+	spec.Platforms = platforms[:1]
+	idx, err := Index(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "image.tar")
+	if err := WriteTarball(file, idx, spec.Tag); err != nil {
+		t.Fatalf("WriteTarball: %v", err)
+	}
+	tag, _ := name.NewTag(spec.Tag)
+	img, err := tarball.ImageFromPath(file, &tag)
+	if err != nil {
+		t.Fatalf("read the tarball back: %v", err)
+	}
+	if cf, err := img.ConfigFile(); err != nil || cf.Config.User != "65532" || cf.Architecture != "amd64" {
+		t.Errorf("tarball config %+v, %v", cf, err)
+	}
+	two, err := Index(fixture(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTarball(file, two, spec.Tag); !errors.Is(err, ErrBadPlatform) {
+		t.Errorf("a tarball of two platforms: %v, want ErrBadPlatform", err)
+	}
+}
+
+func TestIndexErrors(t *testing.T) {
 	base := fixture(t)
 	tests := []struct {
 		name   string
@@ -307,19 +315,31 @@ func TestBuildErrors(t *testing.T) {
 		{"file is parent", func(s *Spec) { s.Files = append(s.Files, File{Dest: "/manager/x", Src: s.Files[0].Src}) }, ErrDuplicate},
 		{"named user", func(s *Spec) { s.User = "nonroot" }, ErrBadSpec},
 		{"bad env", func(s *Spec) { s.Env = []string{"=x"} }, ErrBadSpec},
+		{"platform twice", func(s *Spec) { s.Platforms = append(s.Platforms, s.Platforms[0]) }, ErrBadPlatform},
 		{"missing source", func(s *Spec) { s.Files[0].Src = filepath.Join(t.TempDir(), "nope") }, ErrBadFile},
+		{"a platform's source missing", func(s *Spec) {
+			s.Platforms = append(s.Platforms, v1.Platform{OS: "linux", Architecture: "riscv64"})
+		}, ErrBadFile},
 		{"directory source", func(s *Spec) { s.Files[0].Src = t.TempDir() }, ErrNotRegular},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := base
 			spec.Files = append([]File(nil), base.Files...)
+			spec.Platforms = append([]v1.Platform(nil), base.Platforms...)
 			tc.mutate(&spec)
-			_, err := Build(spec, io.Discard, t.TempDir())
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("Build error = %v, want %v", err, tc.want)
+			if _, err := Index(spec); !errors.Is(err, tc.want) {
+				t.Fatalf("Index error = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestParsePlatform(t *testing.T) {
+	for in, ok := range map[string]bool{"linux/amd64": true, "linux/arm64": true, "linux": false, "/amd64": false, "linux/": false, "linux/arm/v7": false} {
+		if _, err := ParsePlatform(in); (err == nil) != ok {
+			t.Errorf("ParsePlatform(%q) = %v, want ok=%t", in, err, ok)
+		}
 	}
 }
 
@@ -379,32 +399,6 @@ func TestParseFile(t *testing.T) {
 	}
 }
 
-func TestRunWritesTarball(t *testing.T) {
-	spec := fixture(t)
-	out := filepath.Join(t.TempDir(), "sub", "image.tar")
-	err := run([]string{"--tag", spec.Tag, "--out", out, "--user", "65532",
-		"--file", "/manager=" + spec.Files[0].Src, "--entrypoint", "/manager", "--entrypoint", "run"})
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	var names []string
-	for _, e := range readTar(t, f) {
-		names = append(names, e.hdr.Name)
-	}
-	if len(names) != 8 {
-		t.Errorf("tarball entries %v, want 8 (2 dirs, 3 blobs, index.json, manifest.json, oci-layout)", names)
-	}
-	if err := run([]string{"--out", out}); err == nil {
-		t.Error("run without --tag succeeded")
-	}
-}
-
-// FuzzParseFile checks that ParseFile never panics and only accepts clean absolute destinations.
 func FuzzParseFile(f *testing.F) {
 	for _, s := range []string{"/manager=bin/manager", "/a=b:0644", "=", "/=/", "/a/../b=c", "/x=y:9999", "/0=:000"} {
 		f.Add(s)

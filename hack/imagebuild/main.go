@@ -14,26 +14,40 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command imagebuild writes a container image tarball from static binaries and files,
-// without a Docker daemon or a registry: one uncompressed layer, an OCI image layout plus a
-// docker-archive manifest.json, importable with `ctr -n k8s.io images import` (containerd
-// 1.6 and later). Output is deterministic: the same inputs give the same digests.
+// Command imagebuild builds container images from static binaries and files with go-containerregistry,
+// without a Docker daemon, and pushes them to a registry. The same inputs give the same digests.
 //
-//	go run ./hack/imagebuild --tag localhost/ssmtunnel:v0.1.0 --out bin/image.tar --user 65532 \
-//	  --file /manager=bin/linux/manager \
+// Build a multi-platform image index into an OCI image layout ({os} and {arch} in a source path become
+// each platform's):
+//
+//	go run ./hack/imagebuild --tag localhost/ssmtunnel:v0.1.0 --layout bin/image --user 65532 \
+//	  --platform linux/amd64 --platform linux/arm64 \
+//	  --file /manager=bin/{os}-{arch}/manager \
 //	  --file /etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt \
 //	  --entrypoint /manager
+//
+// or one platform's image as a tarball for `ctr images import` (--tar FILE instead of --layout). Push a
+// layout's index to any registry, printing the reference with its digest:
+//
+//	go run ./hack/imagebuild push --layout bin/image --to 127.0.0.1:5000/ssmtunnel:v0.1.0 --plain-http
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // listFlag collects a repeatable flag.
@@ -43,23 +57,31 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	var err error
+	if len(args) > 0 && args[0] == "push" {
+		err = push(context.Background(), args[1:])
+	} else {
+		err = build(args)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "imagebuild:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+func build(args []string) error {
 	fs := flag.NewFlagSet("imagebuild", flag.ContinueOnError)
-	var files, entrypoint, cmd, env, labels listFlag
+	var files, entrypoint, cmd, env, labels, platforms listFlag
 	tag := fs.String("tag", "", "image reference with a version tag, e.g. localhost/ssmtunnel:v0.1.0 (required)")
-	out := fs.String("out", "", "output tarball path (required)")
+	layoutDir := fs.String("layout", "", "write the image index as an OCI image layout in this directory")
+	tarFile := fs.String("tar", "", "write the (one platform's) image as a tarball for ctr images import")
 	user := fs.String("user", "", "numeric uid[:gid] the image runs as, e.g. 65532")
 	workdir := fs.String("workdir", "/", "working directory")
-	arch := fs.String("arch", runtime.GOARCH, "image architecture")
 	noPasswd := fs.Bool("no-passwd", false, "do not generate /etc/passwd and /etc/group")
 	epoch := fs.String("mtime", os.Getenv("SOURCE_DATE_EPOCH"), "Unix time of every entry (default SOURCE_DATE_EPOCH or 0)")
-	fs.Var(&files, "file", "DEST=SRC[:MODE] file to put into the image (repeatable)")
+	fs.Var(&platforms, "platform", "os/arch of an image in the index (repeatable; default linux/amd64)")
+	fs.Var(&files, "file", "DEST=SRC[:MODE] file to put into the image; {os} and {arch} in SRC become the platform's (repeatable)")
 	fs.Var(&entrypoint, "entrypoint", "entrypoint element (repeat for arguments)")
 	fs.Var(&cmd, "cmd", "cmd element (repeatable)")
 	fs.Var(&env, "env", "KEY=VALUE environment variable (repeatable)")
@@ -70,11 +92,17 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *tag == "" || *out == "" {
-		return fmt.Errorf("--tag and --out are required")
+	if *tag == "" || (*layoutDir == "") == (*tarFile == "") {
+		return errors.New("--tag and one of --layout or --tar are required")
 	}
-	spec := Spec{Tag: *tag, User: *user, WorkingDir: *workdir, Arch: *arch,
-		Entrypoint: entrypoint, Cmd: cmd, Env: env}
+	spec := Spec{Tag: *tag, User: *user, WorkingDir: *workdir, Entrypoint: entrypoint, Cmd: cmd, Env: env}
+	for _, p := range platforms {
+		pl, err := ParsePlatform(p)
+		if err != nil {
+			return err
+		}
+		spec.Platforms = append(spec.Platforms, pl)
+	}
 	if *epoch != "" {
 		sec, err := strconv.ParseInt(*epoch, 10, 64)
 		if err != nil {
@@ -108,30 +136,93 @@ func run(args []string) error {
 			spec.Labels[k] = v
 		}
 	}
-
-	// Write next to the destination and rename, so a reader never sees half a tarball.
-	dir := filepath.Dir(*out)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".imagebuild-*.tar")
+	idx, err := Index(spec)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	res, err := Build(spec, tmp, dir)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	digest, err := idx.Digest()
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+	if *tarFile != "" {
+		if err := writeAtomically(*tarFile, func(tmp string) error { return WriteTarball(tmp, idx, *tag) }); err != nil {
+			return err
+		}
+		fmt.Printf("%s %s\n", *tarFile, *tag)
+		return nil
+	}
+	if err := writeAtomically(*layoutDir, func(tmp string) error { return WriteLayout(tmp, idx, *tag) }); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
-		return err
-	}
-	fmt.Printf("%s %s manifest %s layer %s (%d bytes)\n", *out, *tag, res.ManifestDigest, res.LayerDigest, res.LayerSize)
+	fmt.Printf("%s %s index %s (%s)\n", *layoutDir, *tag, digest, strings.Join(platforms, ", "))
 	return nil
+}
+
+// writeAtomically has write fill a temporary path beside dst, then renames it into place, so a reader
+// never sees half an image.
+func writeAtomically(dst string, write func(tmp string) error) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+	_ = os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
+	if err := write(tmp); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+func push(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("imagebuild push", flag.ContinueOnError)
+	layoutDir := fs.String("layout", "", "OCI image layout written by imagebuild --layout (required)")
+	to := fs.String("to", "", "reference to push to, e.g. 127.0.0.1:5000/ssmtunnel:v0.1.0 (required)")
+	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over plain HTTP (a local registry)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *layoutDir == "" || *to == "" || fs.NArg() > 0 {
+		return errors.New("push needs --layout DIR and --to REFERENCE")
+	}
+	d, err := Push(ctx, *layoutDir, *to, *plainHTTP)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s@%s\n", *to, d)
+	return nil
+}
+
+// Push pushes the image index of an imagebuild layout to the registry reference to, with the Docker
+// credential helpers' and config's credentials, and returns its digest.
+func Push(ctx context.Context, layoutDir, to string, plainHTTP bool) (v1.Hash, error) {
+	var opts []name.Option
+	if plainHTTP {
+		opts = append(opts, name.Insecure)
+	}
+	ref, err := name.NewTag(to, opts...)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("%w %q: %v", ErrBadTag, to, err)
+	}
+	root, err := layout.ImageIndexFromPath(layoutDir)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("read the image layout %s: %w (build it with make image)", layoutDir, err)
+	}
+	m, err := root.IndexManifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if len(m.Manifests) != 1 {
+		return v1.Hash{}, fmt.Errorf("%s holds %d entries, want the one image index imagebuild writes", layoutDir, len(m.Manifests))
+	}
+	idx, err := root.ImageIndex(m.Manifests[0].Digest)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	return idx.Digest()
 }
