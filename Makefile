@@ -7,8 +7,17 @@
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 endif
-# Image built locally as an OCI tarball and imported into containerd; never pulled.
-IMG ?= localhost/ssmtunnel:$(VERSION)
+# The OCI registry that images and the chart are pushed to; `make cluster-up` runs one on this loopback
+# address, and containerd pulls from it. Set it to yours (an ECR or GHCR repository host) to publish.
+REGISTRY ?= 127.0.0.1:5000
+IMG ?= $(REGISTRY)/ssmtunnel:$(VERSION)
+# Platforms of the image index.
+PLATFORMS ?= linux/amd64,linux/arm64
+# The chart's version: a release tag's SemVer (v0.2.0 -> 0.2.0), else Chart.yaml's version with the commit as
+# a pre-release (0.1.0-gb3ac9ce).
+CHART_VERSION ?= $(shell hack/chart-version.sh "$(VERSION)")
+# A loopback registry speaks plain HTTP; any other is reached over TLS.
+PLAIN_HTTP := $(if $(filter 127.0.0.1:% localhost:%,$(REGISTRY)),--plain-http,)
 # Kubernetes release matching the k8s.io modules in go.mod (v0.37.2 -> v1.37.2).
 KUBE_VERSION ?= $(shell go list -m -f '{{.Version}}' k8s.io/api | sed 's/^v0\./v1./')
 
@@ -28,11 +37,14 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 HELM_VERSION ?= v4.3.2
 # v5.8.x needs Go 1.27; this machine has Go 1.26.
 KUSTOMIZE_VERSION ?= v5.7.1
+# CNCF distribution, the local cluster's registry.
+DISTRIBUTION_VERSION ?= v3.1.2
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+REGISTRY_BIN ?= $(LOCALBIN)/registry-$(DISTRIBUTION_VERSION)
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -98,8 +110,9 @@ test-chart: helm kustomize manifests ## helm lint, helm template and kustomize b
 	hack/test-chart.sh "$(HELM)" "$(KUSTOMIZE)"
 
 .PHONY: test-e2e
-test-e2e: cluster-up image helm ## End-to-end suite on the local single-node cluster.
-	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) HELM=$(HELM) KUBE_BIN=$(KUBE_BIN) $(GOTEST) -tags e2e -timeout 20m -v ./test/e2e/...
+test-e2e: cluster-up chart-push ## End-to-end suite on the local single-node cluster, installing the chart from the registry.
+	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) REGISTRY=$(REGISTRY) CHART_VERSION=$(CHART_VERSION) \
+		HELM=$(HELM) KUBE_BIN=$(KUBE_BIN) $(GOTEST) -tags e2e -timeout 20m -v ./test/e2e/...
 
 .PHONY: bench
 bench: ## Benchmarks against direct TCP; writes bench/results/<date>-<commit>.{json,md}.
@@ -114,8 +127,17 @@ build: ## Build manager, ssmtunnel and ssm-emulator into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/ ./cmd/...
 
 .PHONY: image
-image: ## Build the OCI image tarball bin/image.tar (tag $(IMG)).
-	hack/build-image.sh "$(IMG)" "$(LDFLAGS)"
+image: ## Build the image index for $(PLATFORMS) as the OCI image layout bin/image (tag $(IMG)).
+	PLATFORMS=$(PLATFORMS) hack/build-image.sh "$(IMG)" "$(LDFLAGS)"
+
+.PHONY: push
+push: image ## Push the image index to $(REGISTRY) and print its digest (into bin/image.digest).
+	$(GO) run ./hack/imagebuild push --layout $(LOCALBIN)/image --to $(IMG) $(PLAIN_HTTP) | tee $(LOCALBIN)/image.ref
+	sed 's/.*@//' $(LOCALBIN)/image.ref >$(LOCALBIN)/image.digest
+
+.PHONY: chart-push
+chart-push: push helm ## Package the chart as version $(CHART_VERSION), its image pinned to the pushed digest, and push it to oci://$(REGISTRY)/charts.
+	HELM=$(HELM) PLAIN_HTTP=$(PLAIN_HTTP) hack/chart-push.sh "$(REGISTRY)" "$(CHART_VERSION)" "$(VERSION)" "$$(cat $(LOCALBIN)/image.digest)"
 
 .PHONY: release
 release: ## Build ssmtunnel and ssm-emulator for linux and darwin, amd64 and arm64, and SHA256SUMS, into bin/release/$(VERSION)/.
@@ -128,16 +150,16 @@ deps: ## Install the Debian packages the local cluster needs (containerd, runc, 
 	hack/install-deps.sh
 
 .PHONY: cluster-up
-cluster-up: deps kube-bins ## Start the local single-node cluster (idempotent).
-	KUBE_BIN=$(KUBE_BIN) hack/cluster-up.sh
+cluster-up: deps kube-bins registry ## Start the local single-node cluster and its registry (idempotent).
+	KUBE_BIN=$(KUBE_BIN) REGISTRY=$(REGISTRY) REGISTRY_BIN=$(REGISTRY_BIN) hack/cluster-up.sh
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster and restore the host.
 	hack/cluster-down.sh
 
 .PHONY: demo
-demo: cluster-up image helm ## Run the product: cluster, emulator, chart, a PortForward, and a request through it.
-	KUBE_BIN=$(KUBE_BIN) IMG=$(IMG) HELM=$(HELM) hack/demo.sh
+demo: cluster-up chart-push ## Run the product: cluster, registry, emulator, the chart from oci://, a PortForward, and a request through it.
+	KUBE_BIN=$(KUBE_BIN) IMG=$(IMG) REGISTRY=$(REGISTRY) CHART_VERSION=$(CHART_VERSION) HELM=$(HELM) hack/demo.sh
 
 ##@ Tools
 
@@ -166,6 +188,11 @@ $(GOLANGCI_LINT): | $(LOCALBIN)
 helm: $(HELM)
 $(HELM): | $(LOCALBIN)
 	$(call go-install-tool,$(HELM),helm.sh/helm/v4/cmd/helm,$(HELM_VERSION),helm)
+
+.PHONY: registry
+registry: $(REGISTRY_BIN)
+$(REGISTRY_BIN): | $(LOCALBIN)
+	$(call go-install-tool,$(REGISTRY_BIN),github.com/distribution/distribution/v3/cmd/registry,$(DISTRIBUTION_VERSION),registry)
 
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE)

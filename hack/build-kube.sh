@@ -245,20 +245,46 @@ ETCD_VERSION=${ETCD_VERSION#v}
 # (not timed against sequential builds). Each is then checked below (and reported as cached), and built
 # alone if that failed.
 kube_missing=()
+missing=()
 for c in "${COMPONENTS[@]}"; do
-	[[ $c == etcd || $c == coredns ]] && continue
-	is_current "$c" || kube_missing+=("$c")
+	is_current "$c" && continue
+	missing+=("$c")
+	[[ $c == etcd || $c == coredns ]] || kube_missing+=("$c")
 done
+echo "build-kube: Kubernetes $KUBE_VERSION into $OUTDIR: ${#missing[@]} of ${#COMPONENTS[@]} to build${missing[*]:+ (${missing[*]})}; log $LOG"
+
+# heartbeat WHAT START: while a long go build runs, one line every 30 s with the time so far, how many
+# packages it has compiled (go build -v names each in the log) and the last one, so no step is silent.
+heartbeat() {
+	local what=$1 start=$2 pkgs
+	while sleep 30; do
+		pkgs=$(grep -cvE '^(===|build-kube:|go: )' "$LOG" 2>/dev/null || true)
+		echo "build-kube: ... $what: $(($(date +%s) - start))s, $pkgs packages compiled so far (last: $(tail -n 1 "$LOG" 2>/dev/null | cut -c1-70))"
+	done
+}
+# with_heartbeat WHAT CMD...: runs CMD with a heartbeat.
+with_heartbeat() {
+	local what=$1 hb rc=0
+	shift
+	heartbeat "$what" "$(date +%s)" &
+	hb=$!
+	"$@" || rc=$?
+	kill "$hb" 2>/dev/null || true
+	wait "$hb" 2>/dev/null || true
+	return $rc
+}
+
 if [[ ${#kube_missing[@]} -gt 1 ]]; then
 	start=$(date +%s)
 	tmpdir=$OUTDIR/.kube-build.tmp
 	rm -rf "$tmpdir" && mkdir -p "$tmpdir"
 	pkgs=()
 	for c in "${kube_missing[@]}"; do pkgs+=("./cmd/$c"); done
-	if kube_src && ldflags=$(kube_ldflags) && {
+	echo "build-kube: building ${kube_missing[*]} in one go build (the longest step: minutes on a cold cache)"
+	if with_heartbeat "the Kubernetes $KUBE_VERSION source" kube_src && ldflags=$(kube_ldflags) && with_heartbeat "${kube_missing[*]}" eval '{
 		echo "=== $(date -u +%FT%TZ) go build ${kube_missing[*]} in $KSRC"
-		(cd "$KSRC" && $GO build -ldflags "$ldflags" -o "$tmpdir/" "${pkgs[@]}")
-	} >>"$LOG" 2>&1; then
+		(cd "$KSRC" && $GO build -v -ldflags "$ldflags" -o "$tmpdir/" "${pkgs[@]}")
+	} >>"$LOG" 2>&1'; then
 		for c in "${kube_missing[@]}"; do mv -f "$tmpdir/$c" "$OUTDIR/$c"; done
 		echo "build-kube: ${kube_missing[*]} built together in $(($(date +%s) - start))s"
 	else
@@ -268,16 +294,20 @@ if [[ ${#kube_missing[@]} -gt 1 ]]; then
 fi
 
 failed=0
+n=0
 for c in "${COMPONENTS[@]}"; do
+	n=$((n + 1))
+	step="[$n/${#COMPONENTS[@]}]"
 	if is_current "$c"; then
-		echo "build-kube: $c cached ($(want "$c")) $OUTDIR/$c"
+		echo "build-kube: $step $c cached ($(want "$c")) $OUTDIR/$c"
 		continue
 	fi
+	echo "build-kube: $step building $c"
 	start=$(date +%s)
-	if build_one "$c" && is_current "$c"; then
-		echo "build-kube: $c built in $(($(date +%s) - start))s ($(want "$c")) $OUTDIR/$c"
+	if with_heartbeat "$c" build_one "$c" && is_current "$c"; then
+		echo "build-kube: $step $c built in $(($(date +%s) - start))s ($(want "$c")) $OUTDIR/$c"
 	else
-		echo "build-kube: $c FAILED after $(($(date +%s) - start))s; see $LOG" >&2
+		echo "build-kube: $step $c FAILED after $(($(date +%s) - start))s; see $LOG" >&2
 		tail -n 20 "$LOG" >&2 || true
 		failed=1
 	fi

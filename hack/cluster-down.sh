@@ -75,6 +75,7 @@ done
 # 3. Control plane.
 stop kube-apiserver 10
 stop etcd 10
+stop registry 5
 
 # 4. Mounts under the work dir, the kubelet's and containerd's host paths, and the netns we
 #    made, deepest first. Then netns files and cgroups.

@@ -26,7 +26,7 @@ fail() {
 mkdir -p "$IMAGE_CACHE"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$IMAGE_CACHE/smoke" ./hack/smoke)
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$IMAGE_CACHE/imagebuild" ./hack/imagebuild)
-"$IMAGE_CACHE/imagebuild" --tag "$IMG" --out "$IMAGE_CACHE/smoke-v1.tar" --user 65532 \
+"$IMAGE_CACHE/imagebuild" --tag "$IMG" --tar "$IMAGE_CACHE/smoke-v1.tar" --user 65532 \
 	--file "/smoke=$IMAGE_CACHE/smoke" --entrypoint /smoke >/dev/null
 "$ROOT/hack/cluster-up.sh" import "$IMAGE_CACHE/smoke-v1.tar"
 

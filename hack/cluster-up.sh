@@ -3,7 +3,8 @@
 # that hack/build-kube.sh built (KUBE_BIN, default bin/k8s/v1.37.2): etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy, a private containerd with runc
 # and the CNI bridge+portmap plugins, and CoreDNS as a pod. Everything lives under
-# _work/cluster; the admin kubeconfig is _work/cluster/admin.kubeconfig.
+# _work/cluster; the admin kubeconfig is _work/cluster/admin.kubeconfig. An OCI registry (REGISTRY,
+# default 127.0.0.1:5000; its storage in _work/registry) serves the cluster's images.
 #
 #   hack/cluster-up.sh                    bring the cluster up (idempotent: seconds if already up)
 #   hack/cluster-up.sh import IMAGE.tar…  import image tarballs into the cluster's containerd
@@ -69,12 +70,16 @@ fi
 for b in kube-apiserver etcd kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns; do
 	[[ -x $KUBE_BIN/$b ]] || die "$KUBE_BIN/$b missing: run 'make kube-bins' (hack/build-kube.sh $KUBE_VERSION $KUBE_BIN)"
 done
+[[ -n $REGISTRY_BIN && -x $REGISTRY_BIN ]] ||
+	die "the registry binary ${REGISTRY_BIN:-(REGISTRY_BIN unset)} is missing: run 'make cluster-up', which builds it"
+[[ $REGISTRY == 127.0.0.1:* || $REGISTRY == localhost:* ]] ||
+	die "REGISTRY=$REGISTRY: the local registry listens on loopback only (127.0.0.1:PORT)"
 for c in containerd containerd-shim-runc-v2 runc ctr iptables ip6tables conntrack openssl ip nft curl go; do
 	command -v "$c" >/dev/null || die "$c not found: run hack/install-deps.sh"
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/portmap && -x /usr/lib/cni/host-local ]] ||
 	die "CNI plugins missing in /usr/lib/cni: run hack/install-deps.sh"
-for port in "127.0.0.1:$ETCD_PORT" "127.0.0.1:$ETCD_PEER_PORT" "$NODE_IP:$APISERVER_PORT" "$NODE_IP:10250" \
+for port in "$REGISTRY" "127.0.0.1:$ETCD_PORT" "127.0.0.1:$ETCD_PEER_PORT" "$NODE_IP:$APISERVER_PORT" "$NODE_IP:10250" \
 	127.0.0.1:10248 127.0.0.1:10249 127.0.0.1:10256 127.0.0.1:10257 127.0.0.1:10259; do
 	if ss -Hltn "sport = :${port##*:}" | awk '{print $4}' | grep -qE "^(\*|0\.0\.0\.0|\[::\]|${port%:*}):${port##*:}$"; then
 		die "port $port is already in use; stop what listens there (ss -ltnp)"
@@ -192,7 +197,8 @@ for c in kube-controller-manager kube-scheduler kube-proxy kubelet; do
 done
 
 # ---------------------------------------------------------------------------------------
-# Images of the cluster's own pods, built with hack/imagebuild (no registry, no daemon).
+# Images of the cluster's own pods, built with hack/imagebuild and imported: the kubelet needs the pause
+# image before anything can be pulled. Our own images come from the registry below.
 mkdir -p "$IMAGE_CACHE"
 newer() { [[ ! -e $1 ]] || [[ -n $(find "${@:2}" -newer "$1" -print -quit 2>/dev/null) ]]; }
 if newer "$IMAGE_CACHE/imagebuild" "$ROOT/hack/imagebuild"; then
@@ -200,14 +206,35 @@ if newer "$IMAGE_CACHE/imagebuild" "$ROOT/hack/imagebuild"; then
 fi
 if newer "$IMAGE_CACHE/pause-v1.tar" "$ROOT/hack/pause" "$IMAGE_CACHE/imagebuild"; then
 	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$IMAGE_CACHE/pause" ./hack/pause)
-	"$IMAGE_CACHE/imagebuild" --tag "$PAUSE_IMAGE" --out "$IMAGE_CACHE/pause-v1.tar" --user 65535 --no-passwd \
+	"$IMAGE_CACHE/imagebuild" --tag "$PAUSE_IMAGE" --tar "$IMAGE_CACHE/pause-v1.tar" --user 65535 --no-passwd \
 		--file "/pause=$IMAGE_CACHE/pause" --entrypoint /pause >/dev/null
 fi
 COREDNS_TAR=$IMAGE_CACHE/coredns-$COREDNS_VERSION.tar
 if newer "$COREDNS_TAR" "$KUBE_BIN/coredns" "$IMAGE_CACHE/imagebuild"; then
-	"$IMAGE_CACHE/imagebuild" --tag "$COREDNS_IMAGE" --out "$COREDNS_TAR" --user 65532 \
+	"$IMAGE_CACHE/imagebuild" --tag "$COREDNS_IMAGE" --tar "$COREDNS_TAR" --user 65532 \
 		--file "/coredns=$KUBE_BIN/coredns" --entrypoint /coredns >/dev/null
 fi
+
+# ---------------------------------------------------------------------------------------
+# The OCI registry (CNCF distribution): `make push` and `make chart-push` put images and the chart there,
+# and containerd pulls from it as a cluster pulls from ECR.
+mkdir -p "$REGISTRY_DATA"
+cat >"$W/configs/registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_DATA
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+EOF
+start registry "$REGISTRY_BIN" serve "$W/configs/registry.yml"
+log "registry: http://$REGISTRY, storage $REGISTRY_DATA"
 
 # ---------------------------------------------------------------------------------------
 # containerd (private instance) + CNI. The CNI config must exist before containerd starts.
@@ -233,6 +260,14 @@ cat >"$W/cni/net.d/10-ssmtunnel.conflist" <<EOF
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
+EOF
+# containerd pulls from the local registry over plain HTTP (hosts.toml in the registry's host directory).
+mkdir -p "$W/containerd/certs.d/$REGISTRY"
+cat >"$W/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
 EOF
 cat >"$W/configs/containerd.toml" <<EOF
 version = 2
@@ -267,6 +302,8 @@ oom_score = 0
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = false
           Root = "$W/run/runc"
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "$W/containerd/certs.d"
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "/usr/lib/cni"
       conf_dir = "$W/cni/net.d"
@@ -281,6 +318,7 @@ start etcd "$KUBE_BIN/etcd" --name ssmtunnel --data-dir "$W/etcd" \
 	--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
 	--initial-cluster "ssmtunnel=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --log-level warn
 
+wait_for "registry" 30 curl -sf --max-time 2 "http://$REGISTRY/v2/" || die "the registry did not start; see $W/logs/registry.log"
 wait_for "containerd" 30 ctr -a "$SOCK" version || die "containerd did not start; see $W/logs/containerd.log"
 import_images "$IMAGE_CACHE/pause-v1.tar" "$COREDNS_TAR"
 wait_for "etcd" 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not start; see $W/logs/etcd.log"

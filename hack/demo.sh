@@ -2,12 +2,13 @@
 # Copyright 2026 The ssmtunnel Authors. Licensed under the Apache License, Version 2.0.
 #
 # demo.sh — `make demo`, the "run the product" command. On the local cluster (make cluster-up) with the image
-# built (make image): imports the image, installs the Helm chart, starts an emulated Session Manager with one
-# managed instance that serves a small web app on its loopback, applies a PortForward to it, waits for Ready
-# and proves a pod reaches the app through http://web.ssmtunnel-demo.svc. Everything keeps running afterwards.
-# Idempotent: run it again to redeploy. Tear down with `make cluster-down`.
+# and the chart in its registry (make chart-push): installs the chart from oci:// as a user would, starts an
+# emulated Session Manager with one managed instance that serves a small web app on its loopback, applies a
+# PortForward to it, waits for Ready and proves a pod reaches the app through http://web.ssmtunnel-demo.svc.
+# Everything keeps running afterwards. Idempotent: run it again to redeploy. Tear down with `make cluster-down`.
 #
-# Environment (the Makefile sets them): KUBE_BIN (folder with kubectl), IMG (image reference), HELM.
+# Environment (the Makefile sets them): KUBE_BIN (folder with kubectl), IMG (image reference), REGISTRY,
+# CHART_VERSION, HELM.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +16,8 @@ cd "$root"
 : "${KUBE_BIN:?set KUBE_BIN (run through make demo)}"
 : "${IMG:?set IMG (run through make demo)}"
 : "${HELM:?set HELM (run through make demo)}"
+: "${REGISTRY:?set REGISTRY (run through make demo)}"
+: "${CHART_VERSION:?set CHART_VERSION (run through make demo)}"
 GO=${GO:-go}
 export KUBECONFIG=${KUBECONFIG:-$root/_work/cluster/admin.kubeconfig}
 kubectl() { "$KUBE_BIN/kubectl" "$@"; }
@@ -28,7 +31,6 @@ instance=i-0123456789abcdef0
 repo=${IMG%:*}
 tag=${IMG##*:}
 web_img=$repo-demo-web:$tag
-image_tar=${IMAGE_TAR:-$root/bin/image.tar}
 work=$root/_work/demo
 mkdir -p "$work"
 
@@ -42,26 +44,13 @@ trap 'rc=$?; if ((rc != 0)); then echo "demo: failed; state of the demo namespac
   kubectl logs -n "$ns_operator" deploy/$release --tail=30 2>&1 | sed "s/^/  /" >&2 || true; fi' EXIT
 
 [[ -s $KUBECONFIG ]] || die "$KUBECONFIG not found: run 'make cluster-up' first"
-[[ -s $image_tar ]] || die "$image_tar not found: run 'make image' first"
 kubectl get --raw /readyz >/dev/null || die "the API server does not answer: run 'make cluster-up'"
 
-# import_image TARBALL: into the cluster's containerd, namespace k8s.io (the one the kubelet's CRI uses).
-import_image() {
-  if [[ -x $root/hack/load-image.sh ]]; then
-    "$root/hack/load-image.sh" "$1"
-  else
-    ctr --address "${CONTAINERD_ADDRESS:-$root/_work/cluster/run/containerd.sock}" -n k8s.io images import "$1" >/dev/null
-  fi
-}
-
-say "Importing $IMG into the cluster"
-import_image "$image_tar"
-
-say "Building the demo web app image $web_img (test/e2e/webapp)"
+say "Building the demo web app image $web_img (test/e2e/webapp) and pushing it to $REGISTRY"
 CGO_ENABLED=0 GOOS=linux GOARCH=amd64 "$GO" build -trimpath -o "$work/webapp" ./test/e2e/webapp
-"$GO" run ./hack/imagebuild --tag "$web_img" --out "$work/webapp.tar" --arch amd64 --user 65532 \
+"$GO" run ./hack/imagebuild --tag "$web_img" --layout "$work/webapp-image" --platform linux/amd64 --user 65532 \
   --file "/webapp=$work/webapp" --entrypoint /webapp >/dev/null
-import_image "$work/webapp.tar"
+"$GO" run ./hack/imagebuild push --layout "$work/webapp-image" --to "$web_img" --plain-http
 
 say "Namespaces (Pod Security: restricted)"
 for ns in "$ns_operator" "$ns_aws" "$ns_app"; do
@@ -125,9 +114,9 @@ spec:
 EOF
 kubectl rollout status -n "$ns_aws" deployment/ssm-emulator --timeout=180s
 
-say "Installing the chart: helm upgrade --install $release charts/ssmtunnel"
-helm upgrade --install "$release" charts/ssmtunnel --namespace "$ns_operator" \
-  --set-string image.repository="$repo" --set-string image.tag="$tag" \
+say "Installing the chart: helm upgrade --install $release oci://$REGISTRY/charts/ssmtunnel --version $CHART_VERSION"
+helm upgrade --install "$release" "oci://$REGISTRY/charts/ssmtunnel" --version "$CHART_VERSION" --plain-http \
+  --namespace "$ns_operator" \
   --set aws.region=us-east-1 \
   --set aws.endpointURL="http://ssm-emulator.$ns_aws.svc:4566" \
   --wait --timeout 3m

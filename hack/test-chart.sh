@@ -51,16 +51,18 @@ expect_not() {
   die "$chart/crds is empty: run 'make manifests' (it copies config/crd/bases into the chart)"
 
 step "helm lint"
-"$HELM" lint --strict "$chart" || die "helm lint failed with default values"
+# The source chart has no image registry (the published one has it set): every render names one.
+reg=(--set image.registry=127.0.0.1:5000)
+"$HELM" lint --strict "$chart" "${reg[@]}" || die "helm lint failed with default values"
 for f in "$chart"/ci/*-values.yaml; do
   case $f in *full-values.yaml | *monitoring-values.yaml) continue ;; esac # need the Prometheus Operator APIs; rendered below
-  "$HELM" lint --strict "$chart" -f "$f" || die "helm lint failed with $f"
+  "$HELM" lint --strict "$chart" "${reg[@]}" -f "$f" || die "helm lint failed with $f"
 done
 ok "lint"
 
 step "helm template: default values"
 out=$tmp/default.yaml
-"$HELM" template ssmtunnel "$chart" --namespace ssmtunnel-system --include-crds >"$out" ||
+"$HELM" template ssmtunnel "$chart" --namespace ssmtunnel-system --include-crds "${reg[@]}" >"$out" ||
   die "helm template with default values failed"
 expect "$out" '^kind: CustomResourceDefinition$' "CRD rendered"
 expect "$out" '^  name: portforwards\.ssmtunnel\.io$' "PortForward CRD"
@@ -77,8 +79,8 @@ expect "$out" '- --leader-elect$' "leader election on"
 expect "$out" '- --metrics-secure=true$' "secure metrics"
 expect "$out" '- --metrics-bind-address=:8443$' "metrics on :8443"
 expect "$out" '- --health-probe-bind-address=:8081$' "probes on :8081"
-expect "$out" 'image: "localhost/ssmtunnel:0\.1\.0"$' "image tag defaults to appVersion"
-expect "$out" '- --tunnel-image=localhost/ssmtunnel:0\.1\.0$' "tunnels run the operator image"
+expect "$out" 'image: "127\.0\.0\.1:5000/ssmtunnel:0\.1\.0"$' "image tag defaults to appVersion"
+expect "$out" '- --tunnel-image=127\.0\.0\.1:5000/ssmtunnel:0\.1\.0$' "tunnels run the operator image"
 expect "$out" 'readOnlyRootFilesystem: true' "read-only root file system"
 expect "$out" 'runAsNonRoot: true' "non-root"
 expect "$out" 'type: RuntimeDefault' "seccomp RuntimeDefault"
@@ -89,10 +91,18 @@ expect_not "$out" 'aws-endpoint-url' "no endpoint override by default"
 
 step "helm template: a tag of digits only, given with --set-string"
 out=$tmp/digits.yaml
-"$HELM" template ssmtunnel "$chart" --set-string image.tag=6665882 >"$out" ||
+"$HELM" template ssmtunnel "$chart" "${reg[@]}" --set-string image.tag=6665882 >"$out" ||
   die "helm template with --set-string image.tag=6665882 failed"
-expect "$out" 'image: "localhost/ssmtunnel:6665882"$' "operator image keeps the digits"
-expect "$out" '- --tunnel-image=localhost/ssmtunnel:6665882$' "tunnel image keeps the digits"
+expect "$out" 'image: "127\.0\.0\.1:5000/ssmtunnel:6665882"$' "operator image keeps the digits"
+expect "$out" '- --tunnel-image=127\.0\.0\.1:5000/ssmtunnel:6665882$' "tunnel image keeps the digits"
+
+step "helm template: an image digest pins operator and tunnels"
+out=$tmp/digest.yaml
+digest=sha256:$(printf '%064d' 7)
+"$HELM" template ssmtunnel "$chart" "${reg[@]}" --set image.tag=v1.2.3 --set image.digest="$digest" >"$out" ||
+  die "helm template with image.digest failed"
+expect "$out" "image: \"127\\.0\\.0\\.1:5000/ssmtunnel:v1\\.2\\.3@$digest\"\$" "operator image by digest"
+expect "$out" "- --tunnel-image=127\\.0\\.0\\.1:5000/ssmtunnel:v1\\.2\\.3@$digest\$" "tunnel image by digest"
 
 # The Prometheus Operator's APIs, for the ServiceMonitor, PodMonitor and PrometheusRule.
 monitoring_apis=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
@@ -132,7 +142,7 @@ expect "$out" 'key: dedicated' "tolerations"
 
 step "helm template: ci/monitoring-values.yaml (dashboard, alerts and PodMonitor with default settings)"
 out=$tmp/monitoring.yaml
-"$HELM" template ssmtunnel "$chart" --namespace ssmtunnel-system -f "$chart/ci/monitoring-values.yaml" "${monitoring_apis[@]}" >"$out" ||
+"$HELM" template ssmtunnel "$chart" --namespace ssmtunnel-system "${reg[@]}" -f "$chart/ci/monitoring-values.yaml" "${monitoring_apis[@]}" >"$out" ||
   die "helm template with ci/monitoring-values.yaml failed"
 expect "$out" '^kind: PodMonitor$' "PodMonitor"
 expect "$out" '^  name: ssmtunnel-tunnels$' "PodMonitor named after the release"
@@ -154,7 +164,7 @@ expect_not "$out" 'grafana_dashboard' "no dashboard by default"
 
 step "helm template: ci/no-metrics-values.yaml"
 out=$tmp/nometrics.yaml
-"$HELM" template ssmtunnel "$chart" -f "$chart/ci/no-metrics-values.yaml" >"$out" ||
+"$HELM" template ssmtunnel "$chart" "${reg[@]}" -f "$chart/ci/no-metrics-values.yaml" >"$out" ||
   die "helm template with ci/no-metrics-values.yaml failed"
 expect "$out" '- --metrics-bind-address=0$' "metrics off"
 expect_not "$out" 'leader-elect' "leader election off"
@@ -167,7 +177,7 @@ reject() {
   local want=$1
   shift
   local out
-  if out=$("$HELM" template bad "$chart" "$@" 2>&1); then
+  if out=$("$HELM" template bad "$chart" "${reg[@]}" "$@" 2>&1); then
     fail "accepted $*"
     return
   fi
@@ -178,6 +188,8 @@ reject() {
   fi
 }
 reject "image.tag: \"latest\" is refused" --set image.tag=latest
+reject "image.registry is empty: set it to the registry holding the ssmtunnel image" --set image.registry=
+reject "/image/digest" --set image.digest=sha256:abc
 reject "/image/pullPolicy" --set image.pullPolicy=Sometimes
 reject "/image/repository" --set image.repository=
 reject "/aws/region" --set aws.region=Europe

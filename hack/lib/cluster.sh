@@ -29,6 +29,11 @@ PAUSE_IMAGE=localhost/pause:v1
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 COREDNS_IMAGE=localhost/coredns:$COREDNS_VERSION
 EGRESS_CHAIN=SSMTUNNEL-EGRESS
+# The OCI registry the cluster pulls our images from (CNCF distribution, plain HTTP on loopback), and its
+# storage, which outlives the cluster so a second bring-up finds what was pushed before.
+REGISTRY=${REGISTRY:-127.0.0.1:5000}
+REGISTRY_BIN=${REGISTRY_BIN:-}
+REGISTRY_DATA=${REGISTRY_DATA:-$ROOT/_work/registry}
 
 KUBECONFIG_ADMIN=$W/admin.kubeconfig
 SOCK=$W/run/containerd.sock
@@ -43,7 +48,7 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops 
 	net.netfilter.nf_conntrack_tcp_timeout_close_wait net.netfilter.nf_conntrack_max
 	net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
 # Components in start order; stopped in reverse.
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { echo "cluster: $*" >&2; }
 die() {
@@ -76,6 +81,7 @@ start() {
 	nohup setsid "$bin" "$@" >>"$W/logs/$name.log" 2>&1 </dev/null 8>&- &
 	echo $! >"$W/pids/$name.pid"
 	readlink -f "$bin" >"$W/pids/$name.exe"
+	log "$name started (pid $!, log $W/logs/$name.log)"
 }
 
 # stop NAME [TIMEOUT]: SIGTERM by recorded PID, SIGKILL after TIMEOUT seconds (default 10).

@@ -45,7 +45,9 @@ func render(t *testing.T, args ...string) []object {
 	if helm == "" {
 		t.Fatal("HELM is not set: run through hack/test-chart.sh or make test-chart")
 	}
-	cmd := exec.Command(helm, append([]string{"template", "ssmtunnel", chartDir(t), "--namespace", "ssmtunnel-system"}, args...)...)
+	// The source chart names no registry; the published one does.
+	cmd := exec.Command(helm, append([]string{"template", "ssmtunnel", chartDir(t), "--namespace", "ssmtunnel-system",
+		"--set", "image.registry=127.0.0.1:5000"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -53,37 +53,51 @@ const pollInterval = 200 * time.Millisecond
 
 // env is what the suite needs from the Makefile (make test-e2e sets every variable).
 type env struct {
-	kubeconfig string
-	img        string // operator/tunnel/emulator image, e.g. localhost/ssmtunnel:v0.1.0
-	helm       string
-	kubeBin    string // folder with kubectl
-	root       string // repository root
+	kubeconfig   string
+	img          string // operator/tunnel/emulator image in the registry, e.g. 127.0.0.1:5000/ssmtunnel:v0.1.0
+	imgDigest    string // its image index digest, as `make push` printed it
+	registry     string // the local cluster's registry, e.g. 127.0.0.1:5000
+	chartVersion string // the chart version `make chart-push` pushed
+	helm         string
+	kubeBin      string // folder with kubectl
+	root         string // repository root
 }
 
 func loadEnv(t testing.TB) env {
 	t.Helper()
 	e := env{
-		kubeconfig: os.Getenv("KUBECONFIG"),
-		img:        os.Getenv("IMG"),
-		helm:       os.Getenv("HELM"),
-		kubeBin:    os.Getenv("KUBE_BIN"),
-		root:       repoRoot(t),
+		kubeconfig:   os.Getenv("KUBECONFIG"),
+		img:          os.Getenv("IMG"),
+		registry:     os.Getenv("REGISTRY"),
+		chartVersion: os.Getenv("CHART_VERSION"),
+		helm:         os.Getenv("HELM"),
+		kubeBin:      os.Getenv("KUBE_BIN"),
+		root:         repoRoot(t),
 	}
 	var missing []string
-	for name, v := range map[string]string{"KUBECONFIG": e.kubeconfig, "IMG": e.img, "HELM": e.helm, "KUBE_BIN": e.kubeBin} {
+	for name, v := range map[string]string{"KUBECONFIG": e.kubeconfig, "IMG": e.img, "REGISTRY": e.registry,
+		"CHART_VERSION": e.chartVersion, "HELM": e.helm, "KUBE_BIN": e.kubeBin} {
 		if v == "" {
 			missing = append(missing, name)
 		}
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		t.Fatalf("%v not set: run the suite with `make test-e2e`, which brings the cluster up, builds the image and sets them", missing)
+		t.Fatalf("%v not set: run the suite with `make test-e2e`, which brings the cluster and its registry up, pushes the image and the chart, and sets them", missing)
 	}
-	if !strings.Contains(e.img, ":") || strings.HasSuffix(e.img, ":latest") {
-		t.Fatalf("IMG=%q needs a version tag other than latest (the image is imported, never pulled)", e.img)
+	if !strings.HasPrefix(e.img, e.registry+"/") || strings.HasSuffix(e.img, ":latest") {
+		t.Fatalf("IMG=%q must be in REGISTRY=%s with a version tag other than latest", e.img, e.registry)
 	}
+	digest, err := os.ReadFile(filepath.Join(e.root, "bin", "image.digest"))
+	if err != nil {
+		t.Fatalf("the pushed image's digest: %v (make push writes it)", err)
+	}
+	e.imgDigest = strings.TrimSpace(string(digest))
 	return e
 }
+
+// chartRef is the chart in the registry, as a user installs it.
+func (e env) chartRef() string { return "oci://" + e.registry + "/charts/ssmtunnel" }
 
 // repoImage splits IMG into repository and tag.
 func (e env) repoImage() (repo, tag string) {
@@ -414,23 +428,18 @@ func deleteNamespace(ctx context.Context, t testing.TB, k clients, name string) 
 	})
 }
 
-// importImage loads an image tarball into the cluster's containerd (namespace k8s.io, the one the CRI uses).
-// hack/load-image.sh of the cluster scripts does it when present; otherwise ctr is called on the socket of
-// the local cluster (CONTAINERD_ADDRESS overrides it).
-func importImage(ctx context.Context, t testing.TB, e env, tarball string) {
+// buildAndPush builds a one-platform image with hack/imagebuild and pushes it to the cluster's registry,
+// as `make push` does for the product's.
+func buildAndPush(ctx context.Context, t testing.TB, e env, tag string, args ...string) {
 	t.Helper()
-	if script := filepath.Join(e.root, "hack", "load-image.sh"); fileExists(script) {
-		if out, err := run(ctx, script, tarball); err != nil {
-			t.Fatalf("import %s: %v\n%s", tarball, err, out)
-		}
-		return
+	dir := filepath.Join(t.TempDir(), "image")
+	build := append([]string{"run", "./hack/imagebuild", "--tag", tag, "--layout", dir, "--platform", "linux/amd64"}, args...)
+	if out, err := execIn(ctx, e.root, nil, append([]string{"go"}, build...)...).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", tag, err, out)
 	}
-	addr := os.Getenv("CONTAINERD_ADDRESS")
-	if addr == "" {
-		addr = filepath.Join(e.root, "_work", "cluster", "run", "containerd.sock")
-	}
-	if out, err := run(ctx, "ctr", "--address", addr, "--namespace", "k8s.io", "images", "import", tarball); err != nil {
-		t.Fatalf("import %s into containerd at %s: %v\n%s", tarball, addr, err, out)
+	push := []string{"go", "run", "./hack/imagebuild", "push", "--layout", dir, "--to", tag, "--plain-http"}
+	if out, err := execIn(ctx, e.root, nil, push...).CombinedOutput(); err != nil {
+		t.Fatalf("push %s: %v\n%s", tag, err, out)
 	}
 }
 

@@ -195,7 +195,7 @@ func TestE2E(t *testing.T) {
 // setup imports the images, starts the emulator pod, installs the chart with Helm and prepares the
 // restricted application namespace.
 func (s *suite) setup(ctx context.Context, t testing.TB) {
-	e, k := s.e, s.k
+	k := s.k
 	start := time.Now()
 	waitFor(ctx, t, 2*time.Minute, "a Ready node", func(ctx context.Context) (bool, string, error) {
 		var nodes corev1.NodeList
@@ -219,18 +219,10 @@ func (s *suite) setup(ctx context.Context, t testing.TB) {
 	deleteNamespace(ctx, t, k, nsTeamB)
 	deleteNamespace(ctx, t, k, nsAWS)
 
-	// Images: the product's (built by `make image`) and the test web application's (built here).
-	tarball := os.Getenv("IMAGE_TAR")
-	if tarball == "" {
-		tarball = filepath.Join(e.root, "bin", "image.tar")
-	}
-	if !fileExists(tarball) {
-		t.Fatalf("%s does not exist: run `make image` (make test-e2e does)", tarball)
-	}
-	importImage(ctx, t, e, tarball)
-	webTar := s.buildWebImage(ctx, t)
-	importImage(ctx, t, e, webTar)
-	s.tm.add(t, "images built and imported", time.Since(start))
+	// Images: the product's is in the registry (`make push`); the test web application's is built and
+	// pushed here. The cluster pulls both.
+	s.buildWebImage(ctx, t)
+	s.tm.add(t, "web image built and pushed", time.Since(start))
 
 	ensureNamespace(ctx, t, k, nsAWS, restricted)
 	ensureNamespace(ctx, t, k, nsApps, mergeLabels(restricted, map[string]string{"ssmtunnel.io/e2e": "apps"}))
@@ -279,22 +271,14 @@ func (s *suite) removeOtherReleases(ctx context.Context, t testing.TB) {
 	}
 }
 
-// buildWebImage builds test/e2e/webapp into its own small image with hack/imagebuild.
-func (s *suite) buildWebImage(ctx context.Context, t testing.TB) string {
+// buildWebImage builds test/e2e/webapp into its own small image and pushes it to the registry.
+func (s *suite) buildWebImage(ctx context.Context, t testing.TB) {
 	bin := filepath.Join(s.dir, "webapp")
-	build := func(args ...string) {
-		t.Helper()
-		cmd := append([]string{"go"}, args...)
-		c := execIn(ctx, s.e.root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"}, cmd...)
-		if out, err := c.CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", cmd, err, out)
-		}
+	c := execIn(ctx, s.e.root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"}, "go", "build", "-trimpath", "-o", bin, "./test/e2e/webapp")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("build the web application: %v\n%s", err, out)
 	}
-	build("build", "-trimpath", "-o", bin, "./test/e2e/webapp")
-	tarball := filepath.Join(s.dir, "webapp.tar")
-	build("run", "./hack/imagebuild", "--tag", s.e.webImage(), "--out", tarball, "--arch", "amd64",
-		"--user", "65532", "--file", "/webapp="+bin, "--entrypoint", "/webapp")
-	return tarball
+	buildAndPush(ctx, t, s.e, s.e.webImage(), "--user", "65532", "--file", "/webapp="+bin, "--entrypoint", "/webapp")
 }
 
 // startEmulator runs ssm-emulator (the product image) with one emulated instance, and the web application
@@ -370,9 +354,9 @@ func emulatorCommand() []string {
 		"--instance", offlineInstanceID + ",ping=ConnectionLost"}
 }
 
-// installChart installs charts/ssmtunnel with Helm as a user would, pointed at the emulator.
+// installChart installs the chart from the registry with Helm as a user would, pointed at the emulator,
+// and checks that the operator runs the pushed image, pulled from the registry by digest.
 func (s *suite) installChart(ctx context.Context, t testing.TB) {
-	repo, tag := s.e.repoImage()
 	// Helm installs CRDs only when they are missing; an earlier run's CRD is brought up to date the way the
 	// chart's README tells users to on upgrades.
 	var crd apiextensionsv1.CustomResourceDefinition
@@ -387,12 +371,10 @@ func (s *suite) installChart(ctx context.Context, t testing.TB) {
 		}
 	}
 	ensureNamespace(ctx, t, s.k, nsOperator, restricted)
-	args := []string{"--kubeconfig", s.e.kubeconfig, "install", release, filepath.Join(s.e.root, "charts", "ssmtunnel"),
+	// As the README tells users: the chart from the registry, whose image values `make chart-push` set to
+	// the pushed image and its digest.
+	args := []string{"--kubeconfig", s.e.kubeconfig, "install", release, s.e.chartRef(), "--version", s.e.chartVersion, "--plain-http",
 		"--namespace", nsOperator,
-		// --set-string: a clean tree's tag is the short commit hash, which may be all digits (6665882), and
-		// --set would pass it as a number that the chart's schema refuses.
-		"--set-string", "image.repository=" + repo,
-		"--set-string", "image.tag=" + tag,
 		"--set", "aws.region=us-east-1",
 		"--set", "aws.endpointURL=" + emulatorURL,
 		"--set", "logLevel=debug",
@@ -402,7 +384,25 @@ func (s *suite) installChart(ctx context.Context, t testing.TB) {
 	if err != nil {
 		t.Fatalf("helm install: %v", err)
 	}
-	t.Logf("helm install:\n%s", out)
+	t.Logf("helm install %s --version %s:\n%s", s.e.chartRef(), s.e.chartVersion, out)
+
+	var pods corev1.PodList
+	if err := s.k.c.List(ctx, &pods, client.InNamespace(nsOperator), client.MatchingLabels{"app.kubernetes.io/instance": release}); err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := s.e.repoImage()
+	want := repo + "@" + s.e.imgDigest
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			t.Logf("operator pod %s runs %s (imageID %s)", p.Name, c.Image, c.ImageID)
+			if c.ImageID != want {
+				t.Errorf("operator pod %s container %s has imageID %q, want the pushed index %q", p.Name, c.Name, c.ImageID, want)
+			}
+		}
+	}
+	if len(pods.Items) == 0 {
+		t.Errorf("no operator pod of release %s in %s", release, nsOperator)
+	}
 }
 
 // teardown uninstalls the release and removes the namespaces of a successful run.

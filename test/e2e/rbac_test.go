@@ -67,7 +67,7 @@ func (s *suite) operatorServiceAccountFenced(ctx context.Context, t testing.TB, 
 func (s *suite) watchNamespacesRBAC(ctx context.Context, t testing.TB) {
 	const probe = release + "-rbac-probe" // its own ClusterRole, Roles and ServiceAccount; no Deployment
 	out, err := runStdout(ctx, s.e.helm, "template", probe, filepath.Join(s.e.root, "charts", "ssmtunnel"),
-		"--namespace", nsOperator, "--set", "watchNamespaces={"+nsApps+"}",
+		"--namespace", nsOperator, "--set", "watchNamespaces={"+nsApps+"}", "--set", "image.registry="+s.e.registry,
 		"--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml")
 	if err != nil {
 		t.Fatalf("helm template: %v", err)

@@ -48,7 +48,11 @@ app.kubernetes.io/component: operator
 
 {{/* Operator image reference. */}}
 {{- define "ssmtunnel.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- if not .Values.image.registry }}
+{{- fail "image.registry is empty: set it to the registry holding the ssmtunnel image (make push REGISTRY=... prints the reference), or install the chart from oci://<registry>/charts/ssmtunnel, which has it set" }}
+{{- end }}
+{{- printf "%s/%s:%s" .Values.image.registry .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{/* Tunnel image reference: the operator's image unless tunnel.image.repository is set. */}}
