@@ -111,7 +111,7 @@ test-chart: helm kustomize manifests ## helm lint, helm template and kustomize b
 
 .PHONY: test-e2e
 test-e2e: cluster-up chart-push ## End-to-end suite on the local single-node cluster, installing the chart from the registry.
-	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) REGISTRY=$(REGISTRY) CHART_VERSION=$(CHART_VERSION) \
+	KUBECONFIG=$(CURDIR)/_work/cluster/admin.kubeconfig IMG=$(IMG) LDFLAGS='$(LDFLAGS)' PLATFORMS=$(PLATFORMS) REGISTRY=$(REGISTRY) CHART_VERSION=$(CHART_VERSION) \
 		HELM=$(HELM) KUBE_BIN=$(KUBE_BIN) $(GOTEST) -tags e2e -timeout 20m -v ./test/e2e/...
 
 .PHONY: bench

@@ -34,10 +34,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// operatorServiceAccountFenced: a copy of the tunnel Deployment, as the operator, passes the chart's guard
-// (same image, command and security) but runs as a ServiceAccount no PortForwardPolicy allows, and the
-// operator's generated admission policy refuses it.
-func (s *suite) operatorServiceAccountFenced(ctx context.Context, t testing.TB, as string) {
+// operatorDeploymentsFenced: RBAC lets the operator create Deployments; the admission policies let it
+// create only tunnel Deployments. Copies of the tunnel Deployment, as the operator, each changed in one way
+// so that exactly one policy refuses it: another image (the chart's guard), and a ServiceAccount no
+// PortForwardPolicy allows (the operator's generated policy).
+func (s *suite) operatorDeploymentsFenced(ctx context.Context, t testing.TB, as string) {
 	var deps appsv1.DeploymentList
 	if err := s.k.c.List(ctx, &deps, client.InNamespace(nsApps), client.MatchingLabels{"app.kubernetes.io/instance": pfName}); err != nil {
 		t.Fatal(err)
@@ -45,19 +46,31 @@ func (s *suite) operatorServiceAccountFenced(ctx context.Context, t testing.TB, 
 	if len(deps.Items) != 1 {
 		t.Fatalf("want the tunnel Deployment of %s/%s, found %d", nsApps, pfName, len(deps.Items))
 	}
-	d := deps.Items[0].DeepCopy()
-	d.ObjectMeta = metav1.ObjectMeta{Namespace: nsApps, Name: "probe-service-account", Labels: d.Labels}
-	d.Spec.Template.Spec.ServiceAccountName = "default"
 	cfg := rest.CopyConfig(s.k.cfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: as}
 	asOperator, err := client.New(cfg, client.Options{Scheme: s.k.c.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = asOperator.Create(ctx, d, client.DryRunAll)
-	t.Logf("the tunnel Deployment with serviceAccountName default, as %s: %v", as, err)
-	if err == nil || !strings.Contains(err.Error(), "the operator may not run tunnel pods as ServiceAccount default in namespace "+nsApps) {
-		t.Errorf("the operator's ServiceAccount may run tunnel pods as a ServiceAccount no policy allows: %v", err)
+	for _, c := range []struct {
+		what, want string
+		change     func(*appsv1.Deployment)
+	}{
+		{"image localhost/anything:1", "the operator may only run the tunnel image", func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers[0].Image = "localhost/anything:1"
+		}},
+		{"serviceAccountName default", "the operator may not run tunnel pods as ServiceAccount default in namespace " + nsApps, func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.ServiceAccountName = "default"
+		}},
+	} {
+		d := deps.Items[0].DeepCopy()
+		d.ObjectMeta = metav1.ObjectMeta{Namespace: nsApps, Name: "probe-fence", Labels: d.Labels}
+		c.change(d)
+		err := asOperator.Create(ctx, d, client.DryRunAll)
+		t.Logf("the tunnel Deployment with %s, as %s: %v", c.what, as, err)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("the operator's ServiceAccount created the tunnel Deployment with %s (want refused with %q): %v", c.what, c.want, err)
+		}
 	}
 }
 
