@@ -144,16 +144,9 @@ func policyParts(s *v1alpha1.PortForwardPolicySpec, defaultSA string) [][2]strin
 	if len(s.RemotePorts) > 0 {
 		var ranges []string
 		for _, e := range s.RemotePorts {
-			lo, hi, isRange := strings.Cut(e, "-")
-			if !isRange {
-				hi = lo
+			if lo, hi, ok := portRange(e); ok {
+				ranges = append(ranges, fmt.Sprintf("[%d, %d]", lo, hi))
 			}
-			a, err1 := strconv.Atoi(lo)
-			b, err2 := strconv.Atoi(hi)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			ranges = append(ranges, fmt.Sprintf("[%d, %d]", a, b))
 		}
 		inRange := fmt.Sprintf("[%s].exists(r, p.remotePort >= r[0] && p.remotePort <= r[1])", strings.Join(ranges, ", "))
 		ports = fmt.Sprintf("%s.ports.all(p, %s)", spec, inRange)

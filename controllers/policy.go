@@ -169,14 +169,21 @@ func portAllowed(port int32, allowed []string) bool {
 		return true
 	}
 	return slices.ContainsFunc(allowed, func(e string) bool {
-		lo, hi, isRange := strings.Cut(e, "-")
-		if !isRange {
-			hi = lo
-		}
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := strconv.Atoi(hi)
-		return err1 == nil && err2 == nil && int(port) >= a && int(port) <= b
+		lo, hi, ok := portRange(e)
+		return ok && int(port) >= lo && int(port) <= hi
 	})
+}
+
+// portRange parses a remotePorts entry, "5432" or "8000-8999", into its bounds. The API server's schema
+// admits only such entries; ok is false for anything else, which then allows nothing.
+func portRange(e string) (lo, hi int, ok bool) {
+	a, b, isRange := strings.Cut(e, "-")
+	if !isRange {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	return lo, hi, err1 == nil && err2 == nil
 }
 
 // globMatch matches s against pattern, exact or, with a trailing "*", by prefix.

@@ -221,8 +221,16 @@ func Push(ctx context.Context, layoutDir, to string, plainHTTP bool) (v1.Hash, e
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+	digest, err := idx.Digest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	remoteOpts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
+	if desc, err := remote.Head(ref, remoteOpts...); err == nil && desc.Digest == digest {
+		return digest, nil // the registry has this very index under the tag: nothing to send
+	}
+	if err := remote.WriteIndex(ref, idx, remoteOpts...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
-	return idx.Digest()
+	return digest, nil
 }
