@@ -61,12 +61,14 @@ Instances file (--instances-file): JSON or YAML, a list of instances or {"instan
 Flags:
 `
 
-// parse reads the command line; errors say what to fix.
-func parse(args []string, stderr io.Writer) (options, error) {
+// parse reads the command line; errors say what to fix. The usage goes to help, on --help or -h only (then
+// the error is flag.ErrHelp): a bad flag is an error like any other.
+func parse(args []string, help io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("ssm-emulator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
+	// The flag package prints a parse error and the whole usage to its output: run prints the error instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var instances, files, allow, serve, denied listFlag
 	var pacing, refuse, resendOrder, logLevel string
 	fs.StringVar(&o.cfg.Addr, "listen", "127.0.0.1:4566", "address of the SSM API and the data-channel websocket (0.0.0.0:4566 in a cluster)")
@@ -92,13 +94,18 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	var version bool
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(help, usageText)
+			fs.SetOutput(help)
+			fs.PrintDefaults()
+		}
 		return o, err
 	}
 	if version {
 		return o, errVersion
 	}
 	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: every setting is a flag (see --help)", fs.Arg(0))
+		return o, fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	}
 	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return o, fmt.Errorf("--log-level %q must be debug, info, warn or error", logLevel)
@@ -228,16 +235,16 @@ func readInstancesFile(path string) ([]emulator.Instance, error) {
 
 // run is main without the process: it returns the exit code, so tests drive it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parse(args, stderr)
+	o, err := parse(args, stdout)
 	if errors.Is(err, errVersion) {
 		fmt.Fprintln(stdout, tunnel.BuildInfo().Line("ssm-emulator"))
 		return 0
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return 0 // parse printed the usage
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "ssm-emulator:", err)
+		fmt.Fprintf(stderr, "ssm-emulator: %v (see 'ssm-emulator --help')\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))

@@ -53,13 +53,34 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--instances-file", badFile}, "instance 0"},
 		{[]string{"--instances-file", filepath.Join(dir, "missing.json")}, "no such file"},
 		{[]string{"--instance", "i-0123456789abcdef0", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--bogus"}, "flag provided but not defined"},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus (see 'ssm-emulator --help')"},
+		{[]string{"-x", "--instance", "i-0123456789abcdef0"}, "flag provided but not defined: -x"},
+		{[]string{"--dial-timeout", "soon"}, `invalid value "soon" for flag -dial-timeout`},
 	}
 	for _, tc := range cases {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+		// One line: the error, not the whole usage after it.
+		if n := strings.Count(stderr.String(), "\n"); n != 1 || stdout.Len() > 0 {
+			t.Errorf("%q: %d lines on stderr, stdout %q; want one line and nothing", tc.args, n, stdout.String())
+		}
+	}
+}
+
+// Help is asked for: the usage on stdout, exit code 0, even beside flags that would be refused.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"--instance", "i-123", "--help"}} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, &stdout, &stderr)
+		out := stdout.String()
+		if code != 0 || !strings.HasPrefix(out, "Usage: ssm-emulator [flags]") || !strings.Contains(out, "-listen") || !strings.Contains(out, "-version") {
+			t.Errorf("%q: exit %d, stdout %q", args, code, out)
+		}
+		if stderr.Len() > 0 {
+			t.Errorf("%q: stderr %q, want nothing", args, stderr.String())
 		}
 	}
 }
