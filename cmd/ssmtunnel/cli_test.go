@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// Help is asked for, so it goes to stdout with exit code 0, for the root and every command.
+func TestHelpExitsZero(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"Usage:", "forward", "version", "completion"}},
+		{[]string{"-h"}, []string{"Usage:", "forward"}},
+		{[]string{"help"}, []string{"Usage:", "forward"}},
+		{[]string{"help", "forward"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
+		{[]string{"forward", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE", "--drain-timeout", "--dry-run"}},
+		{[]string{"forward", "-h"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
+		// Help wins over arguments that would be refused.
+		{[]string{"forward", "i-nothex", "--sessions", "0", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
+		{[]string{"version", "--help"}, []string{"ssmtunnel version"}},
+		{[]string{"completion", "--help"}, []string{"bash", "zsh", "fish"}},
+		{[]string{"completion"}, []string{"bash", "zsh", "fish"}},
+		{[]string{"completion", "bash", "--help"}, []string{"ssmtunnel completion bash"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), tt.args, &out, &errb); code != exitOK {
+				t.Errorf("exit code %d, want 0; stderr %q", code, errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			if errb.Len() > 0 {
+				t.Errorf("stderr %q, want nothing", errb.String())
+			}
+		})
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	for shell, want := range map[string]string{
+		"bash": "# bash completion V2 for ssmtunnel",
+		"zsh":  "#compdef ssmtunnel",
+		"fish": "# fish completion for ssmtunnel",
+	} {
+		t.Run(shell, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), []string{"completion", shell}, &out, &errb); code != exitOK || !strings.HasPrefix(out.String(), want) {
+				t.Errorf("exit %d, stdout starts %q, want 0 and %q; stderr %q", code, firstLine(out.String()), want, errb.String())
+			}
+		})
+	}
+}
+
+// Unknown flags and commands: exit code 2 and one line that names what was wrong and where help is.
+func TestUsageErrorsAreOneLine(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"forward", "--bogus"}, []string{"unknown flag: --bogus", "'ssmtunnel forward --help'"}},
+		{[]string{"forward", instance, "80", "--bogus=1"}, []string{"unknown flag: --bogus", "'ssmtunnel forward --help'"}},
+		{[]string{"forward", "-x"}, []string{"unknown shorthand flag: 'x'", "'ssmtunnel forward --help'"}},
+		{[]string{"--bogus"}, []string{"unknown flag: --bogus", "'ssmtunnel --help'"}},
+		{[]string{"fwd"}, []string{`unknown command "fwd"`, "'ssmtunnel --help'"}},
+		{[]string{"forwrd", instance, "80"}, []string{`unknown command "forwrd", did you mean "forward"?`}},
+		{[]string{"version", "extra"}, []string{`takes no arguments, got "extra"`, "'ssmtunnel version --help'"}},
+		{[]string{"completion", "tcsh"}, []string{`unknown command "tcsh"`, "'ssmtunnel completion --help'"}},
+		{[]string{"forward", instance, "80", "--sessions", "many"}, []string{`invalid argument "many" for "--sessions" flag`}},
+		{[]string{"forward", instance, "80", "--sessions", "0"}, []string{"--sessions must be between 1 and"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tt.args, &out, &errb)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			s := errb.String()
+			if strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "ssmtunnel: ") {
+				t.Errorf("stderr %q, want one line starting ssmtunnel: ", s)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("stderr %q lacks %q", s, w)
+				}
+			}
+			if out.Len() > 0 {
+				t.Errorf("stdout %q, want nothing", out.String())
+			}
+		})
+	}
+}
+
+// The operator builds tunnel pods' command lines from these flags (controllers/builders.go): their names
+// and defaults are a contract.
+func TestForwardFlagsKeepNamesAndDefaults(t *testing.T) {
+	want := map[string]string{
+		"remote-host": "", "address": "127.0.0.1", "region": "", "document": "", "sessions": "1", "role-arn": "",
+		"reason": "", "health-addr": "", "metrics-addr": "", "drain-timeout": "20s", "max-payload-size": "1024",
+		"rate": "1000000", "session-receive-buffer": "16Mi", "stream-stall-timeout": "10s", "reconnect": "lazy",
+		"retry-start": "false", "max-connections": "0", "max-basic-sessions": "8", "stall-timeout": "15s",
+		"partition-timeout": "1m0s", "role-session-name": "", "allow-insecure-stream": "false", "dry-run": "false",
+		"probe-interval": "0s", "log-level": "info",
+	}
+	fs := pflag.NewFlagSet("forward", pflag.ContinueOnError)
+	addForwardFlags(fs, &forwardOptions{})
+	got := map[string]string{}
+	fs.VisitAll(func(f *pflag.Flag) { got[f.Name] = f.DefValue })
+	for name, def := range want {
+		if g, ok := got[name]; !ok || g != def {
+			t.Errorf("--%s: default %q (declared %t), want %q", name, g, ok, def)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("--%s is new: add it to this contract", name)
+		}
+	}
+}
+
+// The libraries' validation errors describe fields; the CLI's name the flag.
+func TestFlagErrorsNameTheFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--remote-host", "169.254.169.254"}, "--remote-host: remote host is denied"},
+		{[]string{"--remote-host", "a b"}, "--remote-host: remote host \"a b\""},
+		{[]string{"--document", "AWS-StartSSHSession"}, "--document: document does not forward ports"},
+		{[]string{"--document", "x"}, "--document: document name must be"},
+		{[]string{"--reason", "a\nb"}, "--reason: reason must be"},
+		{[]string{"--region", "europe"}, "--region: region must be an AWS region code"},
+		{[]string{"--role-arn", "arn:aws:iam::123456789012:user/u"}, "--role-arn: role ARN must be"},
+		{[]string{"--role-arn", "arn:aws:iam::123456789012:role/r", "--role-session-name", "x"}, "--role-session-name: role session name"},
+		{[]string{"--stream-stall-timeout", "-1s"}, "--stream-stall-timeout: "},
+		{[]string{"--probe-interval", "10ms"}, "--probe-interval must be at least 1s"},
+		{[]string{"--max-connections", "-1"}, "--max-connections must not be negative"},
+		{[]string{"--session-receive-buffer", "1"}, "--session-receive-buffer must be between"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var errb bytes.Buffer
+			code := run(context.Background(), append([]string{"forward", instance, "80", "--dry-run"}, tt.args...), &bytes.Buffer{}, &errb)
+			if code != exitUsage || !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tt.want)
+			}
+		})
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
