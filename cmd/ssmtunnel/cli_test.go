@@ -3,10 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
+	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 )
 
 // Help is asked for, so it goes to stdout with exit code 0, for the root and every command.
@@ -19,7 +27,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"-h"}, []string{"Usage:", "forward"}},
 		{[]string{"help"}, []string{"Usage:", "forward"}},
 		{[]string{"help", "forward"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
-		{[]string{"forward", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE", "--drain-timeout", "--dry-run"}},
+		{[]string{"forward", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE", "--drain-timeout", "--dry-run", "Ctrl-C"}},
 		{[]string{"forward", "-h"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
 		// Help wins over arguments that would be refused.
 		{[]string{"forward", "i-nothex", "--sessions", "0", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
@@ -155,6 +163,110 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tt.want)
 			}
 		})
+	}
+}
+
+// The first Ctrl-C drains (5 s unless --drain-timeout is given) and says so; a second one exits at once.
+// SIGTERM drains for the whole --drain-timeout. Signals come on run's channel, as signal.Notify delivers them.
+func TestSignals(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone})
+	port := echoPort(t)
+	defer func(d time.Duration) { interactiveDrain = d }(interactiveDrain)
+	tests := []struct {
+		name      string
+		flags     []string
+		intDrain  time.Duration
+		noConn    bool
+		signals   []os.Signal
+		wantLines []string // on stderr, once the signals are handled
+		// closeConn: the test closes its connection, which ends the drain; otherwise the drain has to end
+		// on its own (before the forwarder's 20 s).
+		closeConn bool
+		wantCode  int
+		notWant   []string
+	}{
+		{name: "Ctrl-C drains for 5s", intDrain: 5 * time.Second, signals: []os.Signal{os.Interrupt},
+			wantLines: []string{"Draining 1 connection for up to 5s; Ctrl-C again to exit now"}, closeConn: true,
+			notWant: []string{drainingMessage}},
+		{name: "Ctrl-C with --drain-timeout", flags: []string{"--drain-timeout", "7s"}, intDrain: 5 * time.Second,
+			signals: []os.Signal{os.Interrupt}, wantLines: []string{"Draining 1 connection for up to 7s; Ctrl-C again"}, closeConn: true},
+		{name: "Ctrl-C drain runs out", intDrain: 300 * time.Millisecond, signals: []os.Signal{os.Interrupt},
+			wantLines: []string{"Draining 1 connection for up to 300ms; Ctrl-C again to exit now"}},
+		{name: "second Ctrl-C exits now", flags: []string{"--drain-timeout", "1m"}, intDrain: 5 * time.Second, signals: []os.Signal{os.Interrupt, os.Interrupt},
+			wantLines: []string{"Draining 1 connection for up to 1m0s; Ctrl-C again to exit now", "Exiting now without draining"},
+			wantCode:  exitInterrupted},
+		{name: "Ctrl-C without connections", intDrain: time.Minute, noConn: true, signals: []os.Signal{os.Interrupt},
+			wantLines: []string{"Closing the sessions; Ctrl-C again to exit now"}},
+		{name: "SIGTERM drains for --drain-timeout", intDrain: 300 * time.Millisecond, signals: []os.Signal{syscall.SIGTERM},
+			wantLines: []string{`msg="Shutting down: draining connections" timeout=20s`}, closeConn: true,
+			notWant: []string{"Draining", "Ctrl-C"}},
+		{name: "SIGTERM then Ctrl-C exits now", signals: []os.Signal{syscall.SIGTERM, os.Interrupt}, intDrain: time.Minute,
+			wantLines: []string{"Exiting now without draining"}, wantCode: exitInterrupted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			interactiveDrain = tt.intDrain
+			sigs := make(chan os.Signal, len(tt.signals))
+			out, errb := &syncBuffer{}, &syncBuffer{}
+			done := make(chan int, 1)
+			args := append([]string{"forward", instance, "0:" + port}, tt.flags...)
+			go func() { done <- runSignals(context.Background(), args, out, errb, sigs) }()
+			local := forwardingAddr(t, out, errb, done)
+			var c net.Conn
+			if !tt.noConn {
+				var err error
+				if c, err = net.Dial("tcp", local); err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				echo(t, c, "before the signal")
+			}
+			terminated := emu.Stats().APICalls["TerminateSession"]
+			for _, s := range tt.signals {
+				sigs <- s
+			}
+			for _, w := range tt.wantLines {
+				testutil.WaitFor(t, "stderr to say "+w, 20*time.Second, func() bool { return strings.Contains(errb.String(), w) })
+			}
+			if tt.closeConn {
+				c.Close()
+			}
+			// Well within the forwarder's 20 s drain: only the Ctrl-C's own drain, or the test's close, ends it.
+			if code := waitExit(t, done, 15*time.Second, errb); code != tt.wantCode {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.wantCode, errb.String())
+			}
+			t.Logf("stderr:\n%s", errb.String())
+			for _, nw := range tt.notWant {
+				if strings.Contains(errb.String(), nw) {
+					t.Errorf("stderr says %q:\n%s", nw, errb.String())
+				}
+			}
+			if tt.wantCode == exitOK {
+				if n := emu.Stats().APICalls["TerminateSession"] - terminated; n < 1 {
+					t.Errorf("%d TerminateSession calls at shutdown, want the session ended", n)
+				}
+			}
+			if tt.name == "Ctrl-C drain runs out" {
+				// The session that carried the connection ended, and the connection with it.
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Read(make([]byte, 1)); err == nil {
+					t.Error("the connection is still open after the drain ran out")
+				}
+			}
+		})
+	}
+}
+
+func echo(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo %q, %v", buf, err)
 	}
 }
 

@@ -33,7 +33,8 @@ LOCAL:REMOTE forwards local port LOCAL to port REMOTE on the target (or on --rem
 free port, and PORT alone is PORT:PORT. The SSM endpoint, region and credentials come from the AWS SDK's
 standard configuration (AWS_ENDPOINT_URL_SSM, AWS_REGION, AWS_PROFILE, web identity, Pod Identity, ...).
 
-On Ctrl-C or SIGTERM it stops accepting connections and lets open ones finish for up to --drain-timeout.`
+The first Ctrl-C stops accepting connections and lets open ones finish for up to 5s (--drain-timeout when
+given); a second Ctrl-C exits at once. SIGTERM, what Kubernetes sends, drains for the full --drain-timeout.`
 
 const forwardExample = `  ssmtunnel forward i-0123456789abcdef0 5432:5432 8080:80
   ssmtunnel forward i-0123456789abcdef0 3306:3306 --remote-host db.internal --sessions 4
@@ -67,7 +68,7 @@ func addForwardFlags(fs *pflag.FlagSet, o *forwardOptions) {
 	fs.StringVar(&o.reason, "reason", "", "reason recorded with the session (default: ssmtunnel/VERSION and who runs it)")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "serve /healthz and /readyz on this address (e.g. :8081)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. :8080)")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", portforward.DefaultDrainTimeout, "on SIGINT/SIGTERM, how long open connections may finish")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", portforward.DefaultDrainTimeout, "on SIGTERM, how long open connections may finish; also on Ctrl-C (SIGINT) when given, else 5s there")
 	fs.IntVar(&o.maxPayloadSize, "max-payload-size", datachannel.DefaultMaxPayloadSize, "bytes per data frame (the service's is 1024)")
 	fs.StringVar(&o.rate, "rate", strconv.Itoa(datachannel.DefaultRate), "bytes/s per session and direction, with optional k/M/G suffix; 0 = unlimited")
 	fs.StringVar(&o.sessionReceiveBuffer, "session-receive-buffer", "16Mi", "most bytes one session buffers for local readers that lag (smux v1 session bucket); memory bound: this × sessions × ports")
@@ -85,7 +86,7 @@ func addForwardFlags(fs *pflag.FlagSet, o *forwardOptions) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 
-func newForwardCommand(stdout, stderr io.Writer) *cobra.Command {
+func newForwardCommand(stdout, stderr io.Writer, sigs <-chan os.Signal) *cobra.Command {
 	var o forwardOptions
 	cmd := &cobra.Command{
 		Use:     "forward TARGET LOCAL:REMOTE [LOCAL:REMOTE...]",
@@ -99,7 +100,7 @@ func newForwardCommand(stdout, stderr io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return forward(cmd.Context(), &o, args, stdout, stderr)
+			return forward(cmd.Context(), &o, cmd.Flags().Changed("drain-timeout"), args, stdout, stderr, sigs)
 		},
 	}
 	addForwardFlags(flagSet(cmd), &o)
@@ -217,8 +218,9 @@ func whoAmI() string {
 	return name + "@" + host
 }
 
-// forward checks the arguments, then forwards until ctx ends.
-func forward(ctx context.Context, o *forwardOptions, pos []string, stdout, stderr io.Writer) error {
+// forward checks the arguments, then forwards until a signal (or the end of ctx) stops it; see shutdown.
+// drainGiven says --drain-timeout was on the command line.
+func forward(ctx context.Context, o *forwardOptions, drainGiven bool, pos []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
 	target := pos[0]
 	if err := (session.Spec{Target: target, RemotePort: 1}).Validate(); err != nil {
 		return usageError{err}
@@ -284,9 +286,17 @@ func forward(ctx context.Context, o *forwardOptions, pos []string, stdout, stder
 		return nil
 	}
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	sh := newShutdown(pfCfg.DrainTimeout, drainGiven, stderr)
+	log := slog.New(sh.logHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
 	pfCfg.Logger = log
+	return sh.run(ctx, sigs, func(ctx context.Context) error {
+		return serve(ctx, o, pfCfg, awsOpts, rate, log, sh)
+	})
+}
 
+// serve loads the AWS configuration, starts the forwarder and its HTTP endpoints, and forwards until ctx
+// ends (then drains).
+func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, awsOpts session.AWSOptions, rate int64, log *slog.Logger, sh *shutdown) error {
 	awsCfg, err := session.LoadAWSConfig(ctx, awsOpts)
 	if err != nil {
 		return err
@@ -310,10 +320,11 @@ func forward(ctx context.Context, o *forwardOptions, pos []string, stdout, stder
 	if err != nil {
 		return err
 	}
-	fwd, err := portforward.New(pfCfg, client)
+	fwd, err := portforward.New(pfCfg, sh.track(client))
 	if err != nil {
 		return usageError{err}
 	}
+	sh.setForwarder(fwd)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(fwd, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

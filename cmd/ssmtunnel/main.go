@@ -7,7 +7,7 @@
 //	ssmtunnel completion bash
 //
 // This package only wires flags to tunnel/session and tunnel/portforward: main.go the commands, forward.go
-// the forward command's flags and run.
+// the forward command's flags and run, shutdown.go what SIGINT and SIGTERM do.
 package main
 
 import (
@@ -31,12 +31,14 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // runtime failure: session refused, closed by the service, ...
 	exitUsage   = 2 // bad arguments
+	// exitInterrupted: a second Ctrl-C ended forward without draining (128 + SIGINT, as shells report it).
+	exitInterrupted = 130
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	os.Exit(runSignals(context.Background(), os.Args[1:], os.Stdout, os.Stderr, sigs))
 }
 
 // usageError is a bad-arguments error: exit code 2 and a pointer to --help.
@@ -50,9 +52,14 @@ func badUsage(format string, a ...any) error { return usageError{fmt.Errorf(form
 // errUsagePrinted: the usage was printed instead of an error line (ssmtunnel without a command).
 var errUsagePrinted = usageError{errors.New("usage printed")}
 
-// run is the whole program, testable with real arguments.
+// run is the whole program, testable with real arguments. The end of ctx counts as a SIGTERM.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCommand(stdout, stderr)
+	return runSignals(ctx, args, stdout, stderr, nil)
+}
+
+// runSignals is run with the process's SIGINT and SIGTERM delivered on sigs (nil: none).
+func runSignals(ctx context.Context, args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
+	root := newRootCommand(stdout, stderr, sigs)
 	// Never nil: cobra reads os.Args for nil.
 	root.SetArgs(append([]string{}, args...))
 	cmd, err := root.ExecuteContextC(ctx)
@@ -62,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, errUsagePrinted):
 		return exitUsage
+	case errors.Is(err, errInterrupted):
+		return exitInterrupted
 	case errors.As(err, &ue):
 		if cmd == nil {
 			cmd = root
@@ -76,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 const rootLong = `ssmtunnel forwards local TCP ports to ports of EC2 and managed instances (or hosts they reach) through
 AWS Systems Manager Session Manager, multiplexing every connection of a port over one session.`
 
-func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+func newRootCommand(stdout, stderr io.Writer, sigs <-chan os.Signal) *cobra.Command {
 	root := &cobra.Command{
 		Use:     "ssmtunnel",
 		Short:   "Forward TCP ports through AWS Session Manager",
@@ -103,7 +112,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newForwardCommand(stdout, stderr), &cobra.Command{
+	root.AddCommand(newForwardCommand(stdout, stderr, sigs), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, commit and build date",
 		Args:  noArgs,
