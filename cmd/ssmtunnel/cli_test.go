@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/spf13/pflag"
 
 	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
@@ -27,7 +30,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"-h"}, []string{"Usage:", "forward"}},
 		{[]string{"help"}, []string{"Usage:", "forward"}},
 		{[]string{"help", "forward"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
-		{[]string{"forward", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE", "--drain-timeout", "--dry-run", "Ctrl-C"}},
+		{[]string{"forward", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE", "--drain-timeout", "--profile", "--dry-run", "Ctrl-C"}},
 		{[]string{"forward", "-h"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
 		// Help wins over arguments that would be refused.
 		{[]string{"forward", "i-nothex", "--sessions", "0", "--help"}, []string{"ssmtunnel forward TARGET LOCAL:REMOTE"}},
@@ -118,7 +121,7 @@ func TestForwardFlagsKeepNamesAndDefaults(t *testing.T) {
 		"rate": "1000000", "session-receive-buffer": "16Mi", "stream-stall-timeout": "10s", "reconnect": "lazy",
 		"retry-start": "false", "max-connections": "0", "max-basic-sessions": "8", "stall-timeout": "15s",
 		"partition-timeout": "1m0s", "role-session-name": "", "allow-insecure-stream": "false", "dry-run": "false",
-		"probe-interval": "0s", "log-level": "info",
+		"probe-interval": "0s", "log-level": "info", "profile": "",
 	}
 	fs := pflag.NewFlagSet("forward", pflag.ContinueOnError)
 	addForwardFlags(fs, &forwardOptions{})
@@ -163,6 +166,124 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tt.want)
 			}
 		})
+	}
+}
+
+// --profile picks a shared-config profile's credentials; credentials in the environment, which the SDK
+// would prefer, are refused rather than silently used.
+func TestProfile(t *testing.T) {
+	emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone, Faults: emulator.Faults{DeniedAccessKeys: []string{"AKIDDEFAULT"}}})
+	creds := filepath.Join(t.TempDir(), "credentials")
+	if err := os.WriteFile(creds, []byte("[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = s\n\n"+
+		"[dev]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	port := echoPort(t)
+
+	t.Run("environment credentials win over a profile", func(t *testing.T) {
+		var errb bytes.Buffer
+		code := run(context.Background(), []string{"forward", instance, "0:" + port, "--profile", "dev"}, &bytes.Buffer{}, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), "--profile dev: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set") {
+			t.Errorf("exit %d, stderr %q", code, errb.String())
+		}
+	})
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Run("without --profile the default profile is refused", func(t *testing.T) {
+		var errb bytes.Buffer
+		code := run(context.Background(), []string{"forward", instance, "0:" + port}, &bytes.Buffer{}, &errb)
+		if code != exitFailure || !strings.Contains(errb.String(), "access denied") {
+			t.Errorf("exit %d, stderr %q", code, errb.String())
+		}
+	})
+	t.Run("no such profile", func(t *testing.T) {
+		var errb bytes.Buffer
+		code := run(context.Background(), []string{"forward", instance, "0:" + port, "--profile", "nope"}, &bytes.Buffer{}, &errb)
+		if code != exitFailure || !strings.Contains(errb.String(), "--profile nope: no such profile") {
+			t.Errorf("exit %d, stderr %q", code, errb.String())
+		}
+	})
+	t.Run("--profile dev forwards", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		out, errb, done := runAsync(ctx, []string{"forward", instance, "0:" + port, "--profile", "dev"})
+		local := forwardingAddr(t, out, errb, done)
+		if err := echoOnce(local, "through the profile"); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if code := waitExit(t, done, 30*time.Second, errb); code != exitOK {
+			t.Errorf("exit %d; stderr:\n%s", code, errb.String())
+		}
+	})
+}
+
+// Before the first session the CLI says which endpoint it calls; one it cannot reach gets one line that
+// names it and AWS_ENDPOINT_URL_SSM.
+func TestStartingSessionLine(t *testing.T) {
+	emu := emulatorEnv(t, emulator.Config{Pacing: emulator.PacingNone})
+	port := echoPort(t)
+	t.Run("emulator", func(t *testing.T) {
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"0:" + port}, "Starting session on " + instance + " via " + emu.Endpoint()},
+			{[]string{"0:" + port, "0:" + port, "--sessions", "2"}, "Starting 4 sessions on " + instance + " via " + emu.Endpoint()},
+		} {
+			ctx, cancel := context.WithCancel(context.Background())
+			out, errb, done := runAsync(ctx, append([]string{"forward", instance}, tt.args...))
+			forwardingAddr(t, out, errb, done)
+			cancel()
+			waitExit(t, done, 30*time.Second, errb)
+			if !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("stderr lacks %q:\n%s", tt.want, errb.String())
+			}
+		}
+	})
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + l.Addr().String()
+	l.Close()
+	// Accepts connections and never answers.
+	silent := testutil.Serve(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 1)); <-t.Context().Done() })
+	defer func(d time.Duration) { sdkCallTimeout = d }(sdkCallTimeout)
+	for _, tt := range []struct {
+		name, endpoint string
+		timeout        time.Duration
+		want           string
+	}{
+		// The SDK's retries of a refused connection take a few seconds at most.
+		{"refused", refused, 20 * time.Second, "cannot reach the SSM endpoint " + refused + " (from AWS_ENDPOINT_URL_SSM): dial tcp"},
+		{"silent", "http://" + silent.Addr().String(), 2 * time.Second, "no answer from the SSM endpoint http://" + silent.Addr().String() + " (from AWS_ENDPOINT_URL_SSM) within 2s"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("AWS_ENDPOINT_URL_SSM", tt.endpoint)
+			sdkCallTimeout = tt.timeout
+			var errb bytes.Buffer
+			code := run(context.Background(), []string{"forward", instance, "0:" + port}, &bytes.Buffer{}, &errb)
+			lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+			last := lines[len(lines)-1]
+			if code != exitFailure || !strings.HasPrefix(last, "ssmtunnel: ") || !strings.Contains(last, tt.want) {
+				t.Errorf("exit %d, last line %q; want 1 and %q", code, last, tt.want)
+			}
+			if !strings.Contains(errb.String(), "Starting session on "+instance+" via "+tt.endpoint) {
+				t.Errorf("no Starting line for %s:\n%s", tt.endpoint, errb.String())
+			}
+		})
+	}
+}
+
+func TestDefaultEndpoint(t *testing.T) {
+	t.Setenv("AWS_ENDPOINT_URL_SSM", "")
+	t.Setenv("AWS_ENDPOINT_URL", "")
+	ep := ssmEndpoint(context.Background(), ssm.NewFromConfig(aws.Config{Region: "eu-west-1"}))
+	if !strings.HasPrefix(ep.url, "https://ssm.eu-west-1.") || ep.source != "the default for eu-west-1; AWS_ENDPOINT_URL_SSM overrides it" {
+		t.Errorf("endpoint %+v", ep)
 	}
 }
 

@@ -31,13 +31,14 @@ const forwardLong = `Forward local ports to ports of TARGET through Session Mana
 TARGET is an instance ID (i-0123456789abcdef0), a managed instance ID (mi-...) or ecs:CLUSTER_TASK_RUNTIMEID.
 LOCAL:REMOTE forwards local port LOCAL to port REMOTE on the target (or on --remote-host); LOCAL 0 picks a
 free port, and PORT alone is PORT:PORT. The SSM endpoint, region and credentials come from the AWS SDK's
-standard configuration (AWS_ENDPOINT_URL_SSM, AWS_REGION, AWS_PROFILE, web identity, Pod Identity, ...).
+standard configuration (AWS_ENDPOINT_URL_SSM, AWS_REGION, AWS_PROFILE or --profile, web identity, Pod
+Identity, ...).
 
 The first Ctrl-C stops accepting connections and lets open ones finish for up to 5s (--drain-timeout when
 given); a second Ctrl-C exits at once. SIGTERM, what Kubernetes sends, drains for the full --drain-timeout.`
 
 const forwardExample = `  ssmtunnel forward i-0123456789abcdef0 5432:5432 8080:80
-  ssmtunnel forward i-0123456789abcdef0 3306:3306 --remote-host db.internal --sessions 4
+  ssmtunnel forward i-0123456789abcdef0 3306:3306 --remote-host db.internal --profile dev
   ssmtunnel forward i-0123456789abcdef0 0:22 --dry-run`
 
 type forwardOptions struct {
@@ -45,6 +46,7 @@ type forwardOptions struct {
 	healthAddr, metricsAddr, logLevel, rate                string
 	sessionReceiveBuffer                                   string
 	reconnect                                              string
+	profile                                                string
 	sessions, maxPayloadSize, maxConnections               int
 	maxBasicSessions                                       int
 	retryStart                                             bool
@@ -62,6 +64,7 @@ func addForwardFlags(fs *pflag.FlagSet, o *forwardOptions) {
 	fs.StringVar(&o.remoteHost, "remote-host", "", "forward to HOST:REMOTE as seen from the target (AWS-StartPortForwardingSessionToRemoteHost)")
 	fs.StringVar(&o.address, "address", portforward.DefaultAddress, "local address to listen on (0.0.0.0 for all)")
 	fs.StringVar(&o.region, "region", "", "AWS region (default: the SDK configuration, e.g. AWS_REGION)")
+	fs.StringVar(&o.profile, "profile", "", "AWS shared-config profile for credentials and region (as AWS_PROFILE; default: the SDK configuration)")
 	fs.StringVar(&o.document, "document", "", "Session Manager document (default AWS-StartPortForwardingSession, or ...ToRemoteHost with --remote-host)")
 	fs.IntVar(&o.sessions, "sessions", 1, "independent sessions per port; connections go to the least loaded")
 	fs.StringVar(&o.roleARN, "role-arn", "", "IAM role to assume for the SSM calls")
@@ -263,6 +266,9 @@ func forward(ctx context.Context, o *forwardOptions, drainGiven bool, pos []stri
 	if err := checkFlags(o, target, ports, recvBuf); err != nil {
 		return err
 	}
+	if err := checkProfile(o.profile); err != nil {
+		return err
+	}
 	reason := o.reason
 	if reason == "" {
 		reason = session.DefaultReason(tunnel.Version, whoAmI())
@@ -297,11 +303,23 @@ func forward(ctx context.Context, o *forwardOptions, drainGiven bool, pos []stri
 // serve loads the AWS configuration, starts the forwarder and its HTTP endpoints, and forwards until ctx
 // ends (then drains).
 func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, awsOpts session.AWSOptions, rate int64, log *slog.Logger, sh *shutdown) error {
-	awsCfg, err := session.LoadAWSConfig(ctx, awsOpts)
-	if err != nil {
-		return err
+	if o.profile != "" {
+		// session.LoadAWSConfig takes no SDK load options: the profile reaches the SDK as AWS_PROFILE would
+		// (checkProfile refused the environment credentials that would take precedence over it).
+		os.Setenv("AWS_PROFILE", o.profile)
 	}
-	if err := session.CheckCredentials(ctx, awsCfg); err != nil {
+	loadCtx, cancel := context.WithTimeout(ctx, sdkCallTimeout)
+	awsCfg, err := session.LoadAWSConfig(loadCtx, awsOpts)
+	cancel()
+	if err != nil {
+		return profileError(o.profile, err)
+	}
+	api := session.NewAPI(awsCfg)
+	ep := ssmEndpoint(ctx, api)
+	credCtx, cancel := context.WithTimeout(ctx, sdkCallTimeout)
+	err = session.CheckCredentials(credCtx, awsCfg)
+	cancel()
+	if err != nil {
 		if !o.retryStart {
 			return err
 		}
@@ -310,7 +328,7 @@ func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, aws
 		log.Warn("No usable AWS credentials yet; retrying with every session start", "err", err)
 	}
 	client, err := session.NewClient(session.ClientConfig{
-		API: session.NewAPI(awsCfg), Credentials: awsCfg.Credentials, Region: awsCfg.Region,
+		API: &boundedAPI{api: api, endpoint: ep, timeout: sdkCallTimeout}, Credentials: awsCfg.Credentials, Region: awsCfg.Region,
 		// A 100 ms burst keeps the configured rate under scheduler latency (a 10 ms bucket loses most of its
 		// refill when a busy node wakes the sender late); it is still the service's pace on average.
 		Channel:             datachannel.Config{MaxPayloadSize: o.maxPayloadSize, Rate: rate, Burst: datachannel.BurstFor(rate, o.maxPayloadSize)},
@@ -338,6 +356,12 @@ func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, aws
 		}
 	}()
 
+	n := len(pfCfg.Ports) * pfCfg.Sessions
+	what := "session"
+	if n > 1 {
+		what = strconv.Itoa(n) + " sessions"
+	}
+	log.Info(fmt.Sprintf("Starting %s on %s via %s", what, pfCfg.Target, ep.url))
 	return fwd.Run(ctx)
 }
 

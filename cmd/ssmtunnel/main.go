@@ -7,7 +7,7 @@
 //	ssmtunnel completion bash
 //
 // This package only wires flags to tunnel/session and tunnel/portforward: main.go the commands, forward.go
-// the forward command's flags and run, shutdown.go what SIGINT and SIGTERM do.
+// the forward command's flags and run, shutdown.go what SIGINT and SIGTERM do, aws.go the SSM client.
 package main
 
 import (
