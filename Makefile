@@ -126,9 +126,17 @@ LDFLAGS ?= -s -w -X github.com/ssmtunnel/ssmtunnel/tunnel.Version=$(VERSION)
 build: ## Build manager, ssmtunnel and ssm-emulator into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/ ./cmd/...
 
+# The image is rebuilt only when what goes into it changed: the Go sources, the build script, the tag or the
+# platforms (the stamp's name carries the last two).
+comma := ,
+IMAGE_INPUTS := $(shell git ls-files -- '*.go' go.mod go.sum hack/build-image.sh 2>/dev/null)
+IMAGE_STAMP := $(LOCALBIN)/image/.built-$(subst /,_,$(subst :,_,$(IMG)))-$(subst /,_,$(subst $(comma),+,$(PLATFORMS)))
+
 .PHONY: image
-image: ## Build the image index for $(PLATFORMS) as the OCI image layout bin/image (tag $(IMG)).
+image: $(IMAGE_STAMP) ## Build the image index for $(PLATFORMS) as the OCI image layout bin/image (tag $(IMG)).
+$(IMAGE_STAMP): $(IMAGE_INPUTS)
 	PLATFORMS=$(PLATFORMS) hack/build-image.sh "$(IMG)" "$(LDFLAGS)"
+	touch "$@"
 
 .PHONY: push
 push: image ## Push the image index to $(REGISTRY) and print its digest (into bin/image.digest).
