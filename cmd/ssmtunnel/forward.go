@@ -271,7 +271,7 @@ func forward(ctx context.Context, o *forwardOptions, drainGiven bool, pos []stri
 	}
 	reason := o.reason
 	if reason == "" {
-		reason = session.DefaultReason(tunnel.Version, whoAmI())
+		reason = session.DefaultReason(tunnel.BuildInfo().Version, whoAmI())
 	}
 	pfCfg := portforward.Config{
 		Target: target, RemoteHost: o.remoteHost, Document: o.document, Reason: reason, Ports: ports,
