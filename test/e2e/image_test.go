@@ -170,3 +170,18 @@ func TestImageBuildReproducible(t *testing.T) {
 		t.Errorf("two builds of the same tree: index %s, then %s", a, b)
 	}
 }
+
+// TestImageUpToDate: after make test-e2e built and pushed the image, make knows the image is current, so
+// a second make demo or make test-e2e reuses it instead of building it again.
+func TestImageUpToDate(t *testing.T) {
+	img, platforms := os.Getenv("IMG"), os.Getenv("PLATFORMS")
+	if img == "" || platforms == "" {
+		t.Fatal("IMG and PLATFORMS not set: run through make test-e2e")
+	}
+	cmd := exec.Command("make", "-q", "image", "IMG="+img, "PLATFORMS="+platforms)
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("make -q image: %v (the image would be built again)\n%s", err, out)
+	}
+}
