@@ -87,7 +87,12 @@ func run() error {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many PortForwards are reconciled at once.")
 	var logLevel slog.Level
 	flag.TextVar(&logLevel, "log-level", slog.LevelInfo, "Log level: DEBUG, INFO, WARN or ERROR.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(tunnel.BuildInfo().Line("manager"))
+		return nil
+	}
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})))
 	log := ctrl.Log.WithName("setup")
 

@@ -252,6 +252,17 @@ func TestChartManagerFlagsExist(t *testing.T) {
 		"helm no-metrics":   render(t, "-f", filepath.Join(chartDir(t), "ci", "no-metrics-values.yaml")),
 		"kustomize default": kustomizeBuild(t),
 	}
+	// The example in values.yaml's comment on extraArgs is a flag users copy.
+	values, err := os.ReadFile(filepath.Join(chartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples := regexp.MustCompile(`(?m)^# -- Extra command-line flags for the manager, e\.g\. \["--([a-z0-9-]+)`).FindSubmatch(values)
+	if examples == nil {
+		t.Errorf("values.yaml has no example flag in its comment on extraArgs")
+	} else if !known[string(examples[1])] {
+		t.Errorf("values.yaml suggests extraArgs --%s, which the manager does not have; known flags: %v", examples[1], sortedKeys(known))
+	}
 	for name, objs := range sources {
 		var d appsv1.Deployment
 		find(t, objs, "Deployment", "").into(t, &d)
