@@ -213,7 +213,7 @@ define go-install-tool
 set -e; \
 echo "Building $(2)@$(3)"; \
 rm -f "$(1)"; \
-GOBIN="$(LOCALBIN)" GOFLAGS= $(GO) install "$(2)@$(3)"; \
+GOBIN="$(LOCALBIN)" GOFLAGS= hack/heartbeat.sh "building $(4) $(3)" $(GO) install "$(2)@$(3)"; \
 mv "$(LOCALBIN)/$(4)" "$(1)"; \
 }
 endef

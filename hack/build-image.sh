@@ -41,8 +41,8 @@ for p in "${platforms[@]}"; do
   bindir=$root/bin/$os-$arch
   mkdir -p "$bindir"
   start=$SECONDS
-  CGO_ENABLED=0 GOOS=$os GOARCH=$arch "$GO" build -trimpath -ldflags "$ldflags" -o "$bindir/" \
-    ./cmd/manager ./cmd/ssmtunnel ./cmd/ssm-emulator
+  CGO_ENABLED=0 GOOS=$os GOARCH=$arch "$root/hack/heartbeat.sh" "build-image: $p binaries" \
+    "$GO" build -trimpath -ldflags "$ldflags" -o "$bindir/" ./cmd/manager ./cmd/ssmtunnel ./cmd/ssm-emulator
   for b in manager ssmtunnel ssm-emulator; do
     [[ -x $bindir/$b ]] || { echo "build-image: $bindir/$b was not built" >&2; exit 1; }
   done
@@ -55,7 +55,7 @@ done
 export SOURCE_DATE_EPOCH
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
-"$GO" run ./hack/imagebuild \
+"$root/hack/heartbeat.sh" "build-image: the image index" "$GO" run ./hack/imagebuild \
   --tag "$img" \
   --layout "$out" \
   "${platform_args[@]}" \
