@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ssmtunnel/ssmtunnel/internal/tunnelmetrics"
 	"github.com/ssmtunnel/ssmtunnel/tunnel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
@@ -345,7 +346,7 @@ func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, aws
 	sh.setForwarder(fwd)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(fwd, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(tunnelmetrics.NewCollector(fwd), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	servers, err := serveHTTP(o.healthAddr, o.metricsAddr, fwd, reg, log)
 	if err != nil {
 		return err

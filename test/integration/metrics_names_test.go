@@ -47,6 +47,7 @@ import (
 
 	"github.com/ssmtunnel/ssmtunnel/internal/testutil"
 	"github.com/ssmtunnel/ssmtunnel/internal/testutil/emutest"
+	"github.com/ssmtunnel/ssmtunnel/internal/tunnelmetrics"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/emulator"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
@@ -157,11 +158,12 @@ func scrape(t *testing.T, url string, names map[string]bool) string {
 	return string(body)
 }
 
-// serveCollector serves c alone on a fresh registry, as the tunnel's --metrics-addr does.
-func serveCollector(t *testing.T, c prometheus.Collector) string {
+// serveCollector serves the tunnel collector of fwd alone on a fresh registry, as the tunnel's --metrics-addr
+// does.
+func serveCollector(t *testing.T, fwd *portforward.Forwarder) string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
+	reg.MustRegister(tunnelmetrics.NewCollector(fwd))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/metrics"

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ssmtunnel/ssmtunnel/tunnel/session"
 )
 
@@ -37,8 +35,6 @@ type Forwarder struct {
 	// it lives from Run's start until every connection has ended. Set once by Run; read by connections and
 	// metrics.
 	idle atomic.Pointer[idlePoller]
-	// connectSeconds is the time from accepting a local connection to a session taking it, per port.
-	connectSeconds *prometheus.HistogramVec
 }
 
 // New validates cfg. starter is usually a *session.Client.
@@ -51,7 +47,7 @@ func New(cfg Config, starter Starter) (*Forwarder, error) {
 	}
 	cfg = cfg.withDefaults()
 	f := &Forwarder{cfg: cfg, starter: starter, log: cfg.Logger, started: make(chan struct{}),
-		drainCh: make(chan struct{}), connectSeconds: newConnectHistogram()}
+		drainCh: make(chan struct{})}
 	for _, p := range cfg.Ports {
 		f.pools = append(f.pools, newPool(f, p))
 	}
@@ -324,7 +320,7 @@ func (f *Forwarder) serveConn(c net.Conn, p *pool) {
 		s, sess, err := p.acquire(ctx)
 		cancel()
 		if err == nil && try == 0 {
-			p.connectSeconds.Observe(time.Since(accepted).Seconds())
+			p.connectSeconds.observe(time.Since(accepted).Seconds())
 		}
 		if err != nil {
 			f.log.Warn("Resetting connection", "port", p.port.String(), "remote", c.RemoteAddr().String(), "err", err)

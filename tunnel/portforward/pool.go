@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xtaci/smux"
 
 	"github.com/ssmtunnel/ssmtunnel/tunnel/datachannel"
@@ -55,7 +54,7 @@ type pool struct {
 	ends   endCounts
 	dest   destinationRecord
 
-	connectSeconds prometheus.Observer // Forwarder.connectSeconds of this port
+	connectSeconds *histogram // from accepting a local connection to a session taking it (PortStats.ConnectSeconds)
 }
 
 // status is the port's PortStatus. A port is ready while a session can take a connection now, or is idle
@@ -93,7 +92,7 @@ func (p *pool) status(now time.Time) PortStatus {
 
 func newPool(f *Forwarder, port PortPair) *pool {
 	p := &pool{f: f, port: port, changed: make(chan struct{}), wanted: make(chan struct{}),
-		connectSeconds: f.connectSeconds.WithLabelValues(port.String())}
+		connectSeconds: newHistogram(connectBuckets)}
 	for range f.cfg.Sessions {
 		p.slots = append(p.slots, p.newSlotLocked())
 	}
