@@ -11,8 +11,6 @@ import (
 var (
 	// ErrClosed is returned by operations on a Channel that was closed with Close.
 	ErrClosed = errors.New("datachannel: channel closed")
-	// ErrNoTransport is reported by TransportFailed-style paths when a transport is used after detach.
-	ErrNoTransport = errors.New("datachannel: no transport attached")
 	// ErrTransportClosed is returned by a Transport after its Close.
 	ErrTransportClosed = errors.New("datachannel: transport closed")
 	// ErrFrameTooLarge is returned when a peer sends a websocket message larger than the read limit. It fails
@@ -40,14 +38,6 @@ func (e *ChannelClosedError) Error() string {
 	}
 	return fmt.Sprintf("datachannel: channel closed by the service: %s", e.Output)
 }
-
-// timeoutError is returned when a deadline of the channel itself expires. It implements net.Error so callers
-// can treat it like a network timeout.
-type timeoutError struct{ op string }
-
-func (e *timeoutError) Error() string   { return "datachannel: " + e.op + " timed out" }
-func (e *timeoutError) Timeout() bool   { return true }
-func (e *timeoutError) Temporary() bool { return true }
 
 // maxServiceText bounds what of a service's message the tunnel keeps: it ends up in logs and /readyz.
 const maxServiceText = 1024
