@@ -49,14 +49,9 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/api/v1alpha1"
 )
 
-// Event reasons the operator emits, for what a user can act on.
-const (
-	EventInvalidTarget    = v1alpha1.ReasonInvalidTarget
-	EventNoOnlineInstance = v1alpha1.ReasonNoOnlineInstance
-	EventCrashLooping     = v1alpha1.ReasonCrashLooping
-	// EventTargetChanged is a Normal event when a selector target moves to another instance.
-	EventTargetChanged = "TargetChanged"
-)
+// EventTargetChanged is the reason of the Normal event emitted when a selector target moves to another
+// instance. Warning events take the reason of the condition the user has to act on (writeStatus).
+const EventTargetChanged = "TargetChanged"
 
 // PortForwardReconciler turns a PortForward into its children and reports their state in its status.
 type PortForwardReconciler struct {
