@@ -353,9 +353,6 @@ func (r *PortForwardReconciler) writeStatus(ctx context.Context, pf *v1alpha1.Po
 // SetupWithManager watches PortForwards, every child kind they own, and their pods (owned by ReplicaSets,
 // so mapped back through the instance label).
 func (r *PortForwardReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Now == nil {
-		r.Now = time.Now
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.PortForward{}).
 		Owns(&appsv1.Deployment{}).
