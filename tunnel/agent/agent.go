@@ -1,8 +1,8 @@
 // Package agent is the SSM Agent side of a port-forwarding session (ssm-protocol.md §8–§9), run by the
 // emulator on its own datachannel.Channel (role Agent). It reproduces the real agent's protocol behaviour —
-// handshake, mode selection including the keepalive trap of issue #93, smux server, ConnectToPortError,
-// destination deny list — without its robustness bugs: a black-holed destination is dialled with a timeout
-// outside the accept loop, so it never blocks other streams (§9.4 step 3).
+// handshake, mode selection including the keepalive trap of aws/session-manager-plugin#93, smux server,
+// ConnectToPortError, destination deny list — without its robustness bugs: a black-holed destination is
+// dialled with a timeout outside the accept loop, so it never blocks other streams (§9.4 step 3).
 package agent
 
 import (
@@ -171,7 +171,7 @@ func (m Mode) String() string {
 // SelectMode applies the agent's rules of §9.2: mux iff the session type is LocalPortForwarding, the agent
 // is newer than 3.0.196.0 (older agents predate smux) and the client is at least 1.1.70; smux keepalive is
 // disabled iff the client is newer than 1.2.331.0. A plugin built from source reports 1.2.0.0 and so gets
-// keepalive on while it disables its own — issue #93, reproduced on purpose.
+// keepalive on while it disables its own — aws/session-manager-plugin#93, reproduced on purpose.
 func SelectMode(props message.PortParameters, agentVersion, clientVersion message.Version) (mode Mode, keepAliveDisabled bool) {
 	mode = ModeBasic
 	if props.Type == message.LocalPortForwarding &&

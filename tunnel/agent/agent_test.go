@@ -413,7 +413,7 @@ func TestSelectMode(t *testing.T) {
 		keepAliveOff  bool
 	}{
 		{message.LocalPortForwarding, "3.3.987.0", "1.2.764.0", ModeMux, true},
-		{message.LocalPortForwarding, "3.3.987.0", "1.2.0.0", ModeMux, false}, // source-built plugin: issue #93
+		{message.LocalPortForwarding, "3.3.987.0", "1.2.0.0", ModeMux, false}, // source-built plugin: aws/session-manager-plugin#93
 		{message.LocalPortForwarding, "3.3.987.0", "1.2.331.0", ModeMux, false},
 		{message.LocalPortForwarding, "3.0.222.0", "1.1.70.0", ModeMux, false},
 		{message.LocalPortForwarding, "3.0.196.0", "1.2.764.0", ModeBasic, true},

@@ -168,7 +168,8 @@ func (s *session) serveMux(local, remote net.Conn, keepAliveDisabled bool) error
 		for {
 			st, err := sess.AcceptStream()
 			if err != nil {
-				// With keepalive on and a client that sends no NOPs, this is where issue #93 ends the session.
+				// With keepalive on and a client that sends no NOPs, this is where the session ends
+				// (aws/session-manager-plugin#93).
 				report(result, fmt.Errorf("agent: smux session closed: %w", err))
 				return
 			}

@@ -22,7 +22,8 @@ import (
 // ClientVersion is the version this client reports in OpenDataChannel and the HandshakeResponse. It must be
 // a real four-part version above 1.2.331.0, so that the agent disables smux keepalive in step with us
 // (§9.2; 1.2.764.0 is the first release that signs the upgrade, as we do); a source build of the plugin
-// reporting 1.2.0.0 is what caused issue #93.
+// reports 1.2.0.0, which leaves the agent's keepalive on while the plugin disables its own
+// (aws/session-manager-plugin#93).
 const ClientVersion = "1.2.764.0"
 
 // SigningService is the SigV4 service name of the message gateway (§4.1).

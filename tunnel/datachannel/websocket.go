@@ -14,9 +14,9 @@ import (
 )
 
 // Websocket keepalive defaults. The plugin pings every 5 min with no read deadline and hangs on a dead link
-// (issue #47); the agent pings every 54 s with a 60 s deadline (§4). We ping every 5 s and fail the
-// transport when nothing (a message, a ping or a pong) arrived for 15 s: a dead link is noticed within
-// seconds, three lost pongs in a row are tolerated, and the cost is one 15-byte control frame per 5 s.
+// (aws/session-manager-plugin#47); the agent pings every 54 s with a 60 s deadline (§4). We ping every 5 s
+// and fail the transport when nothing (a message, a ping or a pong) arrived for 15 s: a dead link is noticed
+// within seconds, three lost pongs in a row are tolerated, and the cost is one 15-byte control frame per 5 s.
 // Pings are websocket control frames, not stream data, so they do not defeat the service's idle timeout
 // (§10.4), which is why smux NOPs are disabled instead.
 const (
@@ -175,7 +175,7 @@ func (w *wsTransport) classifyReadErr(err error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("websocket link dead: nothing received for %s (issue #47): %w", w.opts.PongTimeout, err)
+		return fmt.Errorf("websocket link dead: nothing received for %s (aws/session-manager-plugin#47): %w", w.opts.PongTimeout, err)
 	}
 	return err
 }

@@ -182,7 +182,7 @@ func TestDialClientSigning(t *testing.T) {
 }
 
 // TestDeadLinkDetected: a gateway that stops reading (so never answers pings) is noticed within the pong
-// timeout, not never (plugin issue #47).
+// timeout, not never (aws/session-manager-plugin#47).
 func TestDeadLinkDetected(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)

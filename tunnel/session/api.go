@@ -116,7 +116,8 @@ func CheckCredentials(ctx context.Context, cfg aws.Config) error {
 }
 
 // invalidateCredentials drops cached credentials so the next call loads fresh ones: the official client's
-// resume failed with expired temporary credentials (§10.3, plugin issues #117 and #136).
+// resume fails with expired temporary credentials (§10.3, aws/session-manager-plugin#117 and
+// aws/session-manager-plugin#136).
 func invalidateCredentials(p aws.CredentialsProvider) {
 	if c, ok := p.(*aws.CredentialsCache); ok {
 		c.Invalidate()

@@ -58,7 +58,7 @@ type ClientConfig struct {
 	// API is the SSM API (NewAPI(cfg) in production).
 	API API
 	// Credentials sign the websocket upgrade and are invalidated before every ResumeSession so the resume uses
-	// fresh ones (plugin issues #117, #136). Nil: unsigned upgrades.
+	// fresh ones (aws/session-manager-plugin#117, aws/session-manager-plugin#136). Nil: unsigned upgrades.
 	Credentials aws.CredentialsProvider
 	// Region is the SigV4 region of the websocket upgrade.
 	Region string
