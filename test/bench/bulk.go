@@ -136,10 +136,11 @@ func (b *bench) bulk(ctx context.Context) error {
 	defer closeDirect()
 
 	// Pacing none: every variant's runs last about the same wall time (runSeconds), whatever its speed: the
-	// first (warm-up) run uses the starting size, and each run sizes the next from its own rate. This host
-	// stops its processes for 100–650 ms at a time, several times a second; with fixed sizes, direct TCP
-	// moved 64 MiB in ~60 ms, mostly between stops, while the slower tunnel's runs always contained some,
-	// which put the ratio at the mercy of the stops. Equal durations expose both alike.
+	// first (warm-up) run uses the starting size, and each run sizes the next from its own rate. A loaded
+	// host can stop its processes for hundreds of milliseconds at a time, several times a second; with fixed
+	// sizes, direct TCP moves 64 MiB in tens of milliseconds, mostly between stops, while the slower tunnel's
+	// runs always contain some, which puts the ratio at the mercy of the stops. Equal durations expose both
+	// alike.
 	runSeconds := 1.5
 	if b.opts.quick {
 		runSeconds = 0.5

@@ -1,12 +1,12 @@
-// Command bench is the benchmark suite of issue 4: every scenario measured side by side against direct TCP in
-// one run, through real components — the emulator's HTTP API and websockets on loopback, the real
+// Command bench is the performance benchmark suite: every scenario measured side by side against direct TCP
+// in one run, through real components — the emulator's HTTP API and websockets on loopback, the real
 // aws-sdk-go-v2 inside a separate `ssmtunnel forward` process, and real TCP and HTTP servers as
 // destinations. Round-trip time between the tunnel client and the message gateway is injected by a delaying
 // TCP proxy (the kernel here has no netem); the direct baseline goes through the same proxy.
 //
 // Run it with `make bench` (BENCH_ARGS="-quick" for a short run, "-scenarios pageload,latency" to select).
 // It writes bench/results/<date>-<commit>.json and .md: the machine, the commit, every figure with its
-// median and spread over the repetitions, and the issue's targets marked met or missed.
+// median and spread over the repetitions, and the performance targets (targetSpecs) marked met or missed.
 //
 // Processes: the harness is the load generator and hosts the delaying proxies; the destination servers and
 // each emulator run in child processes (the harness binary re-run with -role), and each tunnel variant is

@@ -242,7 +242,7 @@ func startTunnel(ctx context.Context, bin string, spec tunnelSpec) (*tunnelProc,
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"SSMTUNNEL_BENCH_PPROF=" + t.pprof,
 	}
-	// GC settings for the tunnel process only, to measure their effect on memory at rest (issue 4):
+	// GC settings for the tunnel process only, to measure their effect on memory at rest:
 	// SSMTUNNEL_BENCH_TUNNEL_GOGC and SSMTUNNEL_BENCH_TUNNEL_GOMEMLIMIT become its GOGC and GOMEMLIMIT.
 	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
 		if v, ok := os.LookupEnv("SSMTUNNEL_BENCH_TUNNEL_" + k); ok {

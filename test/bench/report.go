@@ -56,9 +56,9 @@ type stallProbe struct {
 const stallGap = 5 * time.Millisecond
 
 // probeStalls spins on one thread for d and sums the gaps between consecutive clock reads that exceed
-// stallGap. A machine that runs the process whenever it is runnable shows none; the shared 2-core machine
-// this project is developed on showed gaps of 100–650 ms adding up to half the wall time, which every
-// figure of the run then carries (direct TCP as much as the tunnel, when runs last equally long).
+// stallGap. A host that runs the process whenever it is runnable shows none; on a shared, overloaded host
+// gaps of hundreds of milliseconds can add up to half the wall time, and every figure of the run carries
+// them (direct TCP as much as the tunnel, when runs last equally long).
 func probeStalls(d time.Duration) stallProbe {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -91,7 +91,7 @@ type result struct {
 	Stats   summary        `json:"stats"`
 }
 
-// target is one of issue 4's targets with the measured value and whether it was met.
+// target is one of the performance targets (targetSpecs) with the measured value and whether it was met.
 type target struct {
 	Name   string   `json:"name"`
 	Value  *float64 `json:"value"`
@@ -164,7 +164,7 @@ func (r *report) find(name string) (result, bool) {
 	return result{}, false
 }
 
-// targetSpec is one of issue 4's targets: which figure, and the comparison it must pass.
+// targetSpec is one performance target: which figure, and the comparison it must pass.
 type targetSpec struct {
 	name, result, unit, cmp string
 	bound                   float64
@@ -172,7 +172,7 @@ type targetSpec struct {
 	detail                  string
 }
 
-// targetSpecs lists every target of issue 4, in its order. The figures are medians over the repetitions;
+// targetSpecs lists the performance targets, in report order. The figures are medians over the repetitions;
 // ratios are medians of per-repetition ratios of interleaved measurements.
 var targetSpecs = []targetSpec{
 	{name: "pageload: mux vs direct at 40 ms RTT, pacing none (b)/(a)", result: "pageload/pacing-none/rtt40ms/ratio-mux-over-direct", unit: "x", cmp: "<=", bound: 1.5,

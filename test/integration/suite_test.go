@@ -73,7 +73,7 @@ func TestMain(m *testing.M) {
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		// The default 20 s is too short for a first start on a busy 2-core CI machine.
+		// The default 20 s is too short for a first start on a loaded host.
 		ControlPlaneStartTimeout: 3 * time.Minute,
 	}
 	apiServer := testEnv.ControlPlane.GetAPIServer()

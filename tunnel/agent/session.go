@@ -29,7 +29,8 @@ const smuxHeaderSize = 8
 // smuxFrameSize is the official agent's 32768-byte smux frame, except on a channel whose payloads hold a
 // whole such frame (the emulator's unpaced mode): there the frame shrinks by its header, so that each smux
 // frame travels as one data frame instead of a full payload plus an 8-byte one (twice the frames, digests
-// and acks; the client does the same, issue 4). With the service's 1 KiB payloads nothing changes.
+// and acks; the client sizes its frames the same way, portforward's smuxFrameSizeFor). With the service's
+// 1 KiB payloads nothing changes.
 func smuxFrameSize(maxPayload int) int {
 	if maxPayload >= smuxMaxFrameSize {
 		return smuxMaxFrameSize - smuxHeaderSize

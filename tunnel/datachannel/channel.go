@@ -94,8 +94,8 @@ type Channel struct {
 	dataPool sync.Pool
 	// smallPool holds buffers for frames of at most smallFrameCap bytes (smux SYN/FIN/NOP frames, short
 	// writes). The window counts encoded bytes, so without it a window full of tiny frames would pin one
-	// MaxPayloadSize buffer each: with 32 KiB payloads, ~8,000 SYN frames of 10,000 opening connections held
-	// ~260 MB (issue 4 scale benchmark).
+	// MaxPayloadSize buffer each: with 32 KiB payloads, the ~8,000 SYN frames in flight while 10,000
+	// connections open would hold ~260 MB.
 	smallPool sync.Pool
 	ackPool   sync.Pool
 
@@ -554,7 +554,7 @@ func (c *Channel) timingRemove(f *outFrame) {
 //
 // A timer that fires more than ClockGranularity late means this process was stopped or starved, and acks
 // that arrived meanwhile may still wait in the transport unread; resending then would repeat the whole
-// window for nothing (on the shared test machine the process stops for 100–650 ms at a time). Such a
+// window for nothing (a loaded host can stop the process for hundreds of milliseconds at a time). Such a
 // deadline gets one grace period of ClockGranularity for the readers to catch up, and only one, so a
 // lost frame is still resent on a machine whose timers are always late.
 func (c *Channel) schedule() {
@@ -817,8 +817,8 @@ func (c *Channel) handleAck(seq int64) {
 // peers, which ack only once their session handler took the data (§7.2), and unlike an ack on arrival, this
 // makes the sender's window (MaxInFlightBytes) cover the frames waiting here, so a sender whose window is no
 // larger than ReceiveBufferBytes never overruns a slow consumer. Overrunning costs a drop, and a drop costs a
-// retransmission timeout: at hundreds of MB/s over loopback the emulated agent dropped 6,000 frames of a
-// 16 MiB upload when it acked on arrival (issue 4). A peer without a window (the real agent, §7.3) still meets
+// retransmission timeout: at hundreds of MB/s over loopback, a receiver that acked on arrival would drop
+// thousands of frames of a 16 MiB upload. A peer without a window (the real agent, §7.3) still meets
 // the drop below, once the out-of-order store, where the expected frame waits for room, is full too. Frames held out of order are acknowledged at once (they wait for a gap, not for the
 // consumer), duplicates of delivered frames too (their ack was lost, §11.3); a duplicate of a frame still
 // waiting for the consumer is ignored, since its ack follows on delivery.
@@ -830,8 +830,8 @@ func (c *Channel) handleAck(seq int64) {
 // frame cost received so far (horizon). The store only ever holds frames in [expected, expected+horizon],
 // at most horizon+1 of them, each no larger than that cost, so every frame within the horizon fits; one
 // beyond it is dropped without an ack and resent by the peer once expected has moved up. Without the
-// horizon, frames far ahead filled the store after a reconnect whose peer resent its window in random
-// order, and the next expected frames were dropped round after round (issue 9). The store can still be
+// horizon, a peer that resends its window in random order after a reconnect would fill the store with
+// frames far ahead, and the next expected frames would be dropped round after round. The store can still be
 // full after the peer's frames grew larger than any before (the horizon shrank under frames already held);
 // then a frame is dropped without an ack like any frame that does not fit.
 func (c *Channel) handleData(m *message.Message) {

@@ -708,10 +708,10 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
-// TestBucketHoldsRateThroughStalls replays the agent's pace (1 KiB frames at 1 MB/s) on a host like the
-// shared test machine: every pacing timer fires 20 ms late and the process is stopped for 400 ms every
-// half second, between frames of one Send call as often as in timer waits. The average stays within 5% of
-// the rate (with credit capped at the 100 ms burst it was 0.54 of it), while a sender that was idle for
+// TestBucketHoldsRateThroughStalls replays the agent's pace (1 KiB frames at 1 MB/s) on a simulated
+// overloaded host: every pacing timer fires 20 ms late and the process is stopped for 400 ms every half
+// second, between frames of one Send call as often as in timer waits. The average stays within 5% of the
+// rate (credit capped at the 100 ms burst would lose about half of it), while a sender that was idle for
 // seconds still gets one burst and no more.
 func TestBucketHoldsRateThroughStalls(t *testing.T) {
 	const rate, payload, late, stop = 1_000_000, 1024, 20 * time.Millisecond, 400 * time.Millisecond

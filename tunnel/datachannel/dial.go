@@ -60,9 +60,9 @@ type DialOptions struct {
 	Now func() time.Time
 }
 
-// wsBufferSize is the websocket connection's read and write buffer. gorilla's 4 KiB default sends a client
-// message as one websocket fragment and one write(2) per 4 KiB, so a 32 KiB data frame took nine of each; a
-// buffer that holds a whole frame of the largest default payloads sends it in one.
+// wsBufferSize is the websocket connection's read and write buffer: it holds a whole data frame of the
+// largest default payloads, so a frame leaves in one websocket fragment and one write(2). gorilla's 4 KiB
+// default would send a fragment and a write(2) per 4 KiB of it.
 const wsBufferSize = 64 << 10
 
 // DialClient opens the client's data-channel websocket to streamURL (ws:// or wss://), signs the upgrade

@@ -9,8 +9,8 @@ import (
 )
 
 // Small frames (smux SYN/FIN, short writes) must not each pin a MaxPayloadSize buffer while unacknowledged:
-// the window counts encoded bytes, so with 32 KiB payloads 10,000 opening connections held ~260 MB of
-// buffers (issue 4 scale benchmark). Large frames still get full-size buffers.
+// the window counts encoded bytes, so with 32 KiB payloads 10,000 opening connections would hold ~260 MB
+// of buffers. Large frames still get full-size buffers.
 func TestSmallFramesUseSmallBuffers(t *testing.T) {
 	c, err := New(Config{Role: RoleClient, MaxPayloadSize: 32 << 10})
 	if err != nil {

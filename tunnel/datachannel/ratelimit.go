@@ -12,9 +12,9 @@ const MaxCatchUp = time.Second
 // sender that was quiet starts with at most one burst. While it is backlogged (it still holds data of the
 // same Send call, or its last take had to wait), the time until its next take is credited in full, up to
 // MaxCatchUp of rate: a timer that fires late, or a host that stops the process, does not lower the
-// average. On the shared 2-core machine the whole process was stopped for 100–650 ms several times a
-// second (a busy loop saw gaps summing to 2.2 s in 4 s), and with the credit capped at a 100 ms burst a
-// paced sender reached 0.54 of its rate (issue 4).
+// average. A loaded host can stop the whole process for hundreds of milliseconds several times a second,
+// and with the credit capped at a 100 ms burst every stop would be lost: a paced sender would fall to about
+// half its rate.
 type tokenBucket struct {
 	rate, burst int64
 	tokens      float64

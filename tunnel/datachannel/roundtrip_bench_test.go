@@ -8,7 +8,7 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/message"
 )
 
-// Micro-benchmarks of the data channel over the in-memory pipe, for issue 4's latency target: what one
+// Micro-benchmarks of the data channel over the in-memory pipe, for the tunnel's latency budget: what one
 // request/response costs in the channel alone (sequence numbers, acks, digest, pipe hand-offs), without
 // websockets or smux. Throughput is BenchmarkPipeThroughput's job.
 // Run with: go test -run '^$' -bench RoundTrip -benchmem ./tunnel/datachannel/

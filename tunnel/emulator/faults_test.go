@@ -325,8 +325,8 @@ func TestTerminateSessionOutput(t *testing.T) {
 
 // TestResendRandomAfterResume: with ResendRandom, an agent whose whole window was lost to a dropped
 // websocket resends it at once in random order after the client resumes (the window is larger than the
-// client's out-of-order horizon), and the download carries on to the last byte within seconds. Against a
-// client whose 1 MiB store acknowledged and kept whatever came first, it stalled for minutes (issue 9).
+// client's out-of-order horizon), and the download carries on to the last byte within seconds. A client
+// whose out-of-order store acknowledged and kept whatever came first would stall here for minutes.
 func TestResendRandomAfterResume(t *testing.T) {
 	const size, dropAt = 32 << 20, 2 << 20
 	e := startEmulator(t, Config{Pacing: PacingNone, Faults: Faults{ResendOrder: ResendRandom}})

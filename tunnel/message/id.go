@@ -13,7 +13,7 @@ import (
 type ID [16]byte
 
 // idSources hands out ChaCha8 generators, each seeded once from crypto/rand. Every data frame and every
-// ack carries a MessageId (§5), and a crypto/rand read per frame showed in the latency profile (issue 4).
+// ack carries a MessageId (§5), and a crypto/rand read per frame shows in the latency profile.
 // Message IDs need uniqueness, not secrecy: 122 random bits from a cryptographically seeded stream make a
 // collision as unlikely as with crypto/rand. A pool instead of one locked generator keeps concurrent
 // senders (reader goroutine acking, writer sending) from contending.

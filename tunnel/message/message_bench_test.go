@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// Micro-benchmarks of the per-frame hot path (issue 4 "Profiles"): every 1 KiB of tunnelled data costs one
+// Micro-benchmarks of the per-frame hot path: every 1 KiB of tunnelled data costs one
 // encode, one decode (with its SHA-256 digest check) and one ack in the reverse direction (§7.1, §9.6).
 // Run with: go test -run '^$' -bench . -benchmem ./tunnel/message/
 

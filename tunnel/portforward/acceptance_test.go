@@ -1,7 +1,7 @@
 package portforward_test
 
-// Acceptance tests of issue 2 (items 3-5): the real stack on loopback sockets — emulator (SSM JSON 1.1 API,
-// message gateway, agent), the real aws-sdk-go-v2 client, websockets, smux — with the race detector.
+// Acceptance tests: the real stack on loopback sockets — emulator (SSM JSON 1.1 API, message gateway,
+// agent), the real aws-sdk-go-v2 client, websockets, smux — with the race detector.
 
 import (
 	"bytes"
@@ -122,10 +122,9 @@ func bulk(t *testing.T, pacing emulator.Pacing, n int64, ch datachannel.Config) 
 	t.Logf("%d MiB each way, pacing %s: %v (%.1f MB/s per direction)", n>>20, pacing, elapsed, float64(n)/elapsed.Seconds()/1e6)
 }
 
-// TestBulk64MiBEachWayPacingNone is the issue's size, kept as is. Measured on the shared 2-core machine at
-// load average ~38: 8 MiB each way took 6.3 s without -race and 52 s with it, so 64 MiB under -race needs
-// ~7 min there and may exceed go test's default 10 min package timeout together with the other tests; run
-// with -timeout 30m on a busy machine.
+// TestBulk64MiBEachWayPacingNone carries 64 MiB each way. The race detector slows this path about
+// eightfold, so on a loaded host 64 MiB under -race can take minutes and, together with the other tests,
+// exceed go test's default 10 min package timeout: run with -timeout 30m there.
 func TestBulk64MiBEachWayPacingNone(t *testing.T) {
 	bulk(t, emulator.PacingNone, 64<<20, datachannel.Config{MaxPayloadSize: 32 << 10})
 }

@@ -15,7 +15,7 @@ import (
 
 // fwdConn is one accepted local connection carried by one smux stream.
 //
-// Memory at rest (issue 4: 10,000 idle connections in ≤ 100 MB): the local → agent copy runs on the
+// Memory at rest (10,000 idle connections must fit in 100 MB): the local → agent copy runs on the
 // handler goroutine and holds no buffer while it waits (copyFromLocal); after IdleParkAfter without data the
 // handler goroutine ends and the connection is parked in the forwarder's idle poller, which starts a new one
 // when the local side sends again (serveMux). The agent → local copy runs on a goroutine of its own

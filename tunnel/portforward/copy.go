@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Copy buffers. An idle connection must not pin a buffer (issue 4: ~10 KB per idle connection). Reading
+// Copy buffers. An idle connection must not pin a buffer (its whole budget is ~10 KB). Reading
 // from a local socket first waits for readability without a buffer (readWaiter), then borrows a pooled
 // buffer for one read and its write, and gives it back before waiting again. Where that wait is not
 // available, a connection reads into a small per-connection buffer and borrows a large pooled one only while

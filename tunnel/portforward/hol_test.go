@@ -16,7 +16,7 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 )
 
-// Head-of-line tests (§9.4, §9.7, issue 4): smux v1 has one session-wide receive bucket and no per-stream
+// Head-of-line tests (§9.4, §9.7): smux v1 has one session-wide receive bucket and no per-stream
 // window, so a local reader that stops can fill it and stop every stream of the session.
 
 // holServer is a destination driven by the first byte of each connection:

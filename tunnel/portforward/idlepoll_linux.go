@@ -11,10 +11,10 @@ import (
 )
 
 // idlePoller holds local connections that have been idle for idleParkAfter in one epoll set of its own, so
-// that an idle connection costs no goroutine and no goroutine stack (issue 4: 10,000 idle connections in
-// ≤ 100 MB; a parked goroutine's stack was most of the 8.6 KB each one cost). When a parked socket becomes
-// readable (data, EOF, error or hang-up), or when the connection is closed from elsewhere (wake), its resume
-// function runs on a new goroutine, exactly once.
+// that an idle connection costs no goroutine and no goroutine stack (10,000 idle connections must fit in
+// 100 MB, and a waiting goroutine's stack would be most of an idle connection's cost). When a parked socket
+// becomes readable (data, EOF, error or hang-up), or when the connection is closed from elsewhere (wake), its
+// resume function runs on a new goroutine, exactly once.
 //
 // Sockets are registered level-triggered and one-shot: arming a socket that already has data reports it at
 // once, so nothing that arrives between the idle timeout and the arming is missed, and one readiness wakes

@@ -455,8 +455,8 @@ func (s *slot) endStreamsWithSession(sess *session.Session, mux *smux.Session, s
 
 // smuxFrameSizeFor is the largest smux data size whose frame (8-byte header included) fills whole data
 // channel payloads, at most smux's default 32 KiB frame. With smux's default 32768-byte data, every frame
-// was 32776 bytes and the channel sent it as a full payload plus an 8-byte one: twice the frames, digests,
-// acks and websocket writes for the same bytes with 32 KiB payloads (issue 4, upload at pacing none).
+// would be 32776 bytes and the channel would send it as a full payload plus an 8-byte one: twice the
+// frames, digests, acks and websocket writes for the same bytes with 32 KiB payloads.
 func smuxFrameSizeFor(maxPayload int) int {
 	const smuxDefaultFrame = 32 << 10
 	if maxPayload <= 0 || maxPayload > smuxDefaultFrame {

@@ -15,7 +15,7 @@ import (
 	"github.com/ssmtunnel/ssmtunnel/tunnel/portforward"
 )
 
-// Memory at rest (issue 4): a connection's agent → local copy runs on a goroutine only while its stream has
+// Memory at rest: a connection's agent → local copy runs on a goroutine only while its stream has
 // bytes or an end to deliver. These tests use real sockets end to end and look at the goroutines directly.
 
 // goroutinesIn counts the goroutines whose stack contains fn (a function name as runtime.Stack prints it).

@@ -9,7 +9,7 @@ import (
 
 // readWaiter returns a function that blocks until c has something to read (data, EOF or an error) without
 // holding a buffer, or nil when c has no file descriptor to poll. An idle connection then pins no copy
-// buffer at all (issue 4: 10,000 idle connections in ≤ 100 MB).
+// buffer at all (10,000 idle connections must fit in 100 MB).
 //
 // It asks the runtime poller through syscall.RawConn.Read: the callback peeks one byte without blocking
 // and reports "not ready" on EAGAIN, so the goroutine parks in the poller exactly as a blocking Read would.
