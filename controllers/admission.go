@@ -275,7 +275,7 @@ func desiredDeploymentAdmissionPolicy(policies []v1alpha1.PortForwardPolicy, def
 					WithOperations(admissionregistrationv1.Create, admissionregistrationv1.Update).
 					WithAPIGroups("apps").WithAPIVersions("v1").WithResources("deployments"))).
 			WithMatchConditions(admissionv1ac.MatchCondition().WithName("by-the-operator").
-				WithExpression("request.userInfo.username == "+celString(operatorUser))).
+				WithExpression("request.userInfo.username == " + celString(operatorUser))).
 			WithVariables(admissionv1ac.Variable().WithName("sa").WithExpression(
 				`has(object.spec.template.spec.serviceAccountName) && object.spec.template.spec.serviceAccountName != "" ? object.spec.template.spec.serviceAccountName : "default"`)).
 			WithValidations(admissionv1ac.Validation().

@@ -236,7 +236,7 @@ func TestDeploymentAdmissionPolicy(t *testing.T) {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "tunnel", Image: "tunnel"}}},
+					Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "tunnel", Image: "tunnel"}}},
 				},
 			},
 		}
