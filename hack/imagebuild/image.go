@@ -439,4 +439,3 @@ func hasKey(env []string, key string) bool {
 	}
 	return false
 }
-
