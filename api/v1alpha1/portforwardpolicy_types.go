@@ -24,10 +24,11 @@ import (
 // the tunnel pods are scaled to zero until one does.
 const ReasonPolicyDenied = "PolicyDenied"
 
-// PortForwardPolicySpec says what the PortForwards of the selected namespaces may reach. Policies add up:
-// a PortForward is allowed when each part of it — its target, remoteHost, every remotePort, documentName,
-// roleARN and serviceAccountName — is allowed by at least one policy that selects its namespace. A list
-// left empty allows nothing of its kind beyond the defaults each field names.
+// PortForwardPolicySpec says what the PortForwards of the selected namespaces may reach. Policies add up as
+// alternatives: a PortForward is allowed when one policy that selects its namespace allows all of it — its
+// target, remoteHost, every remotePort, documentName, roleARN and serviceAccountName — so two policies never
+// combine into a grant neither makes. A list left empty allows nothing of its kind beyond the defaults each
+// field names.
 type PortForwardPolicySpec struct {
 	// namespaceSelector selects the namespaces this policy grants; {} selects every namespace.
 	// +required
