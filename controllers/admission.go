@@ -222,24 +222,34 @@ func desiredAdmissionPolicy(policies []v1alpha1.PortForwardPolicy, def PolicyDef
 		denied = fmt.Sprintf(`%s ? %s : "denied by every PortForwardPolicy that grants namespace " + object.metadata.namespace + " — " + %s + "change the PortForward, or ask a cluster administrator"`,
 			noneSelects, denied, strings.Join(reasons, " + "))
 	}
-	fail := admissionregistrationv1.Fail
-	return admissionv1ac.ValidatingAdmissionPolicy(AdmissionPolicyName).
+	return admissionPolicy(AdmissionPolicyName, v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "portforwards",
+		// Only a new or changed spec is judged: metadata updates (finalizers, labels) of a PortForward a
+		// tightened policy now denies must still go through.
+		admissionv1ac.MatchCondition().WithName("spec-written").
+			WithExpression("request.operation == 'CREATE' || object.spec != oldObject.spec"),
+		vars,
+		admissionv1ac.Validation().
+			WithExpression(expr).
+			WithMessageExpression(`"PortForwardPolicy: " + (`+denied+`)`).
+			WithReason(metav1.StatusReasonForbidden))
+}
+
+// admissionPolicy is a ValidatingAdmissionPolicy of the operator's that judges CREATE and UPDATE of one
+// resource, where match holds, with one validation; it fails closed.
+func admissionPolicy(name, group, version, resource string, match *admissionv1ac.MatchConditionApplyConfiguration,
+	vars []*admissionv1ac.VariableApplyConfiguration, validation *admissionv1ac.ValidationApplyConfiguration,
+) *admissionv1ac.ValidatingAdmissionPolicyApplyConfiguration {
+	return admissionv1ac.ValidatingAdmissionPolicy(name).
 		WithLabels(map[string]string{LabelName: LabelNameValue, LabelManagedBy: ManagedByValue}).
 		WithSpec(admissionv1ac.ValidatingAdmissionPolicySpec().
-			WithFailurePolicy(fail).
+			WithFailurePolicy(admissionregistrationv1.Fail).
 			WithMatchConstraints(admissionv1ac.MatchResources().WithResourceRules(
 				admissionv1ac.NamedRuleWithOperations().
 					WithOperations(admissionregistrationv1.Create, admissionregistrationv1.Update).
-					WithAPIGroups(v1alpha1.GroupVersion.Group).WithAPIVersions(v1alpha1.GroupVersion.Version).WithResources("portforwards"))).
-			// Only a new or changed spec is judged: metadata updates (finalizers, labels) of a PortForward a
-			// tightened policy now denies must still go through.
-			WithMatchConditions(admissionv1ac.MatchCondition().WithName("spec-written").
-				WithExpression("request.operation == 'CREATE' || object.spec != oldObject.spec")).
+					WithAPIGroups(group).WithAPIVersions(version).WithResources(resource))).
+			WithMatchConditions(match).
 			WithVariables(vars...).
-			WithValidations(admissionv1ac.Validation().
-				WithExpression(expr).
-				WithMessageExpression(`"PortForwardPolicy: " + (` + denied + `)`).
-				WithReason(metav1.StatusReasonForbidden)))
+			WithValidations(validation))
 }
 
 // desiredDeploymentAdmissionPolicy is the ValidatingAdmissionPolicy that lets the operator's own identity
@@ -265,24 +275,16 @@ func desiredDeploymentAdmissionPolicy(policies []v1alpha1.PortForwardPolicy, def
 	// A Deployment scaled to zero runs nothing, and scaling to zero is how the reconcile stops a PortForward
 	// that a tightened policy now denies: it must always go through.
 	expr = "(has(object.spec.replicas) && object.spec.replicas == 0) || " + expr
-	fail := admissionregistrationv1.Fail
-	return admissionv1ac.ValidatingAdmissionPolicy(DeploymentAdmissionPolicyName).
-		WithLabels(map[string]string{LabelName: LabelNameValue, LabelManagedBy: ManagedByValue}).
-		WithSpec(admissionv1ac.ValidatingAdmissionPolicySpec().
-			WithFailurePolicy(fail).
-			WithMatchConstraints(admissionv1ac.MatchResources().WithResourceRules(
-				admissionv1ac.NamedRuleWithOperations().
-					WithOperations(admissionregistrationv1.Create, admissionregistrationv1.Update).
-					WithAPIGroups("apps").WithAPIVersions("v1").WithResources("deployments"))).
-			WithMatchConditions(admissionv1ac.MatchCondition().WithName("by-the-operator").
-				WithExpression("request.userInfo.username == " + celString(operatorUser))).
-			WithVariables(admissionv1ac.Variable().WithName("sa").WithExpression(
-				`has(object.spec.template.spec.serviceAccountName) && object.spec.template.spec.serviceAccountName != "" ? object.spec.template.spec.serviceAccountName : "default"`)).
-			WithValidations(admissionv1ac.Validation().
-				WithExpression(expr).
-				WithMessageExpression(`"PortForwardPolicy: the operator may not run tunnel pods as ServiceAccount " + ` + sa +
-					` + " in namespace " + object.metadata.namespace + ": no PortForwardPolicy that grants the namespace allows it"`).
-				WithReason(metav1.StatusReasonForbidden)))
+	return admissionPolicy(DeploymentAdmissionPolicyName, "apps", "v1", "deployments",
+		admissionv1ac.MatchCondition().WithName("by-the-operator").
+			WithExpression("request.userInfo.username == "+celString(operatorUser)),
+		[]*admissionv1ac.VariableApplyConfiguration{admissionv1ac.Variable().WithName("sa").WithExpression(
+			`has(object.spec.template.spec.serviceAccountName) && object.spec.template.spec.serviceAccountName != "" ? object.spec.template.spec.serviceAccountName : "default"`)},
+		admissionv1ac.Validation().
+			WithExpression(expr).
+			WithMessageExpression(`"PortForwardPolicy: the operator may not run tunnel pods as ServiceAccount " + `+sa+
+				` + " in namespace " + object.metadata.namespace + ": no PortForwardPolicy that grants the namespace allows it"`).
+			WithReason(metav1.StatusReasonForbidden))
 }
 
 // desiredAdmissionPolicyBinding binds the admission policy name to every namespace, denying what it refuses.
