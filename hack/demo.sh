@@ -170,6 +170,11 @@ printf 'PortForward Ready %d.%03d s after kubectl apply\n' $((ms / 1000)) $((ms 
 say "kubectl get pf -n $ns_app -o wide"
 kubectl get pf -n "$ns_app" -o wide
 
+# Ready means the tunnel pods are; kube-proxy programs the Service's address up to one sync later. This
+# machine is the node, so a connect from here goes through the same rules as a pod's.
+ip=$(kubectl get service -n "$ns_app" web -o jsonpath='{.spec.clusterIP}')
+for _ in $(seq 1 60); do timeout 1 bash -c "</dev/tcp/$ip/80" 2>/dev/null && break; sleep 0.5; done
+
 say "A pod fetches http://web.$ns_app.svc/ through the tunnel"
 run_client() { # NAME ARGS...: run the demo client in a restricted pod, print its output
   local name=$1
