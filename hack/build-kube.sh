@@ -286,6 +286,7 @@ if [[ ${#kube_missing[@]} -gt 1 ]]; then
 		(cd "$KSRC" && $GO build -v -ldflags "$ldflags" -o "$tmpdir/" "${pkgs[@]}")
 	} >>"$LOG" 2>&1'; then
 		for c in "${kube_missing[@]}"; do mv -f "$tmpdir/$c" "$OUTDIR/$c"; done
+		together=" ${kube_missing[*]} "
 		echo "build-kube: ${kube_missing[*]} built together in $(($(date +%s) - start))s"
 	else
 		echo "build-kube: building ${kube_missing[*]} together failed; building them one by one (see $LOG)" >&2
@@ -299,7 +300,11 @@ for c in "${COMPONENTS[@]}"; do
 	n=$((n + 1))
 	step="[$n/${#COMPONENTS[@]}]"
 	if is_current "$c"; then
-		echo "build-kube: $step $c cached ($(want "$c")) $OUTDIR/$c"
+		if [[ ${together:-} == *" $c "* ]]; then
+			echo "build-kube: $step $c built together with the others ($(want "$c")) $OUTDIR/$c"
+		else
+			echo "build-kube: $step $c cached ($(want "$c")) $OUTDIR/$c"
+		fi
 		continue
 	fi
 	echo "build-kube: $step building $c"
