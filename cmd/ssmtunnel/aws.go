@@ -144,7 +144,7 @@ func (e *unreachableError) Error() string {
 func (e *unreachableError) Unwrap() error { return e.err }
 
 // checkProfile refuses a --profile the SDK would not use: credentials in the environment take precedence
-// over AWS_PROFILE, which is how the profile reaches session.LoadAWSConfig (see serve).
+// over a shared-config profile.
 func checkProfile(profile string) error {
 	if profile == "" {
 		return nil

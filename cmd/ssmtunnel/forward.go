@@ -304,11 +304,7 @@ func forward(ctx context.Context, o *forwardOptions, drainGiven bool, pos []stri
 // serve loads the AWS configuration, starts the forwarder and its HTTP endpoints, and forwards until ctx
 // ends (then drains).
 func serve(ctx context.Context, o *forwardOptions, pfCfg portforward.Config, awsOpts session.AWSOptions, rate int64, log *slog.Logger, sh *shutdown) error {
-	if o.profile != "" {
-		// session.LoadAWSConfig takes no SDK load options: the profile reaches the SDK as AWS_PROFILE would
-		// (checkProfile refused the environment credentials that would take precedence over it).
-		os.Setenv("AWS_PROFILE", o.profile)
-	}
+	awsOpts.Profile = o.profile // checkProfile refused the environment credentials that would take precedence
 	loadCtx, cancel := context.WithTimeout(ctx, sdkCallTimeout)
 	awsCfg, err := session.LoadAWSConfig(loadCtx, awsOpts)
 	cancel()

@@ -36,6 +36,9 @@ type AWSOptions struct {
 	RetryMaxAttempts int
 	// RetryMaxBackoff caps the SDK retryer's jittered exponential backoff. Defaults to 20s.
 	RetryMaxBackoff time.Duration
+	// Profile, when set, is the shared-config profile to load, as AWS_PROFILE would select. Static
+	// credentials in the environment still take precedence over it, as in every SDK.
+	Profile string
 }
 
 // Validate checks the region and role ARN that were given, before any configuration is loaded.
@@ -78,6 +81,9 @@ func LoadAWSConfig(ctx context.Context, o AWSOptions) (aws.Config, error) {
 	}
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
+	}
+	if o.Profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(o.Profile))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
