@@ -71,9 +71,13 @@ func copyFromLocal(dst io.Writer, src net.Conn, idleAfter time.Duration, park fu
 }
 
 // copyOnce does one read of src into a borrowed buffer and writes what it got to dst.
+//
+// A buffer whose write failed never goes back to the pool. smux's Stream.Write returns as soon as the
+// session dies or its socket fails, while its send loop may still be copying the frame out of the buffer;
+// a pooled buffer would then be filled by another connection's read under that copy, and its bytes framed
+// into this connection's stream. The garbage collector frees it once smux lets go.
 func copyOnce(dst io.Writer, src io.Reader) (int, error) {
 	big := bigBufs.Get().(*[]byte)
-	defer bigBufs.Put(big)
 	n, rerr := src.Read((*big)[:muxReadSize])
 	if n > 0 {
 		w, werr := dst.Write((*big)[:n])
@@ -81,6 +85,7 @@ func copyOnce(dst io.Writer, src io.Reader) (int, error) {
 			return w, werr
 		}
 	}
+	bigBufs.Put(big)
 	return n, rerr
 }
 
@@ -101,6 +106,7 @@ func pumpTo(dst io.Writer, src io.Reader, small []byte) (int64, error) {
 			w, werr := dst.Write(buf[:n])
 			total += int64(w)
 			if werr != nil {
+				big = nil // smux may still read it: see copyOnce
 				return total, werr
 			}
 			switch {
