@@ -451,7 +451,3 @@ func execIn(ctx context.Context, dir string, extraEnv []string, args ...string) 
 	return cmd
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
