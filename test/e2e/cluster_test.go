@@ -450,4 +450,3 @@ func execIn(ctx context.Context, dir string, extraEnv []string, args ...string) 
 	cmd.Env = append(os.Environ(), extraEnv...)
 	return cmd
 }
-
